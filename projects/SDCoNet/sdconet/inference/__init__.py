@@ -1,0 +1,1 @@
+"""sdconet.inference."""

@@ -1,0 +1,42 @@
+"""Install the framework-free ``sdconet`` package (the detectron2 adapter is imported lazily).
+
+    pip install -e .          # runtime
+    pip install -e ".[dev]"   # + pytest, ruff
+"""
+
+from setuptools import find_packages, setup
+
+PACKAGE_ROOT = "projects/SDCoNet"
+
+setup(
+    name="sdconet",
+    version="0.1.0",
+    description=(
+        "SDCoNet: saliency-driven multi-task collaborative network (Swin-T shared by a super-resolution "
+        "decoder and a DINO detector with saliency token pruning), with a detectron2 plugin."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    package_dir={"": PACKAGE_ROOT},
+    packages=find_packages(PACKAGE_ROOT, include=["sdconet", "sdconet.*"]),
+    install_requires=[
+        "torch>=2.0",
+        "torchvision",
+        "timm>=1.0.8",
+        "fvcore",
+        "pycocotools",
+        "opencv-python-headless",
+        "numpy",
+        "scipy",
+        "pillow",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.5"],
+        # Optional peer model for tools/benchmark.py (never a core dependency).
+        "peer": ["transformers"],
+    },
+)
