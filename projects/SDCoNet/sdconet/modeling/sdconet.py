@@ -1,0 +1,271 @@
+"""SDCoNet: a Swin-T encoder shared by an SR decoder and a saliency-driven DINO detector (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .constants import PIXEL_MEAN, PIXEL_STD
+from .detector import DINODetector
+from .postprocess import topk_detections
+from .sr_decoder import SRDecoder
+from .swin_encoder import SwinEncoder
+from .targets import sanitize_targets
+
+logger = logging.getLogger(__name__)
+
+Targets = List[Dict[str, torch.Tensor]]
+
+
+class SDCoNet(nn.Module):
+    """The full model and its ablation variants.
+
+    Children: ``encoder`` (shared Swin-T), ``detector`` (detection branch), ``sr_decoder`` (SR branch, or None),
+    and, in the serial variant only, ``sr_encoder`` (the SR path's own Swin-T; detection then runs on the SR
+    image). Gradient routing: while ``sr_enabled`` is False the SR decoder is not executed (training), so its
+    parameters receive no gradient at all; the serial variant must run SR to detect, so there the SR path runs
+    under ``torch.no_grad`` instead.
+
+    Args:
+        encoder: the shared (or, serial: the detection) Swin encoder.
+        detector: the detection branch (:class:`DINODetector`).
+        sr_decoder: the SR decoder or None (detection-only variants).
+        sr_encoder: serial variant only: the Swin encoder of the SR path.
+        sr_scale: SR factor s (HR = s x LR).
+        sr_loss_weight: weight of the L1 SR loss (5 in the official recipe).
+        topk_test: detections kept per image at inference.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: SwinEncoder,
+        detector: DINODetector,
+        sr_decoder: Optional[SRDecoder] = None,
+        sr_encoder: Optional[SwinEncoder] = None,
+        sr_scale: int = 2,
+        sr_loss_weight: float = 5.0,
+        topk_test: int = 300,
+    ) -> None:
+        super().__init__()
+        if sr_encoder is not None and sr_decoder is None:
+            raise ValueError("SDCoNet: the serial variant (sr_encoder given) needs an sr_decoder")
+        self.encoder = encoder
+        self.detector = detector
+        self.sr_decoder = sr_decoder
+        self.sr_encoder = sr_encoder
+        self.sr_scale = sr_scale
+        self.sr_loss_weight = sr_loss_weight
+        self.topk_test = topk_test
+        self.sr_enabled = sr_decoder is not None
+        self.last_stats: Dict[str, float] = {}
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def has_sr(self) -> bool:
+        """Whether this variant has an SR branch."""
+        return self.sr_decoder is not None
+
+    @property
+    def serial(self) -> bool:
+        return self.sr_encoder is not None
+
+    @property
+    def size_divisibility(self) -> int:
+        """LR inputs are padded (bottom/right) to a multiple of this."""
+        return (self.sr_encoder or self.encoder).size_divisibility
+
+    def set_sr_enabled(self, enabled: bool) -> None:
+        """Gradient routing switch: stage 1 (False) or stage 2 (True). No-op for variants without SR."""
+        self.sr_enabled = bool(enabled) and self.has_sr
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _prepare_inputs(
+        self, images: torch.Tensor, pixel_mask: Optional[torch.Tensor], hr_images: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"SDCoNet: images must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
+        if not images.is_floating_point():
+            raise ValueError(f"SDCoNet: images must be floating point (normalised), got {images.dtype}")
+        if not torch.isfinite(images).all():
+            raise ValueError("SDCoNet: images contain NaN or Inf values")
+        bsz, _, h, w = images.shape
+        if pixel_mask is None:
+            pixel_mask = torch.zeros(bsz, h, w, dtype=torch.bool, device=images.device)
+        if pixel_mask.shape != (bsz, h, w) or pixel_mask.dtype != torch.bool:
+            raise ValueError(
+                f"SDCoNet: pixel_mask must be bool (B, H, W) = {(bsz, h, w)} (True = padding), "
+                f"got {pixel_mask.dtype} {tuple(pixel_mask.shape)}"
+            )
+        if bool(pixel_mask[:, 0, 0].any()):
+            raise ValueError("SDCoNet: pixel_mask marks the top-left pixel as padding; pad bottom/right only")
+        div = self.size_divisibility
+        pad_h, pad_w = (-h) % div, (-w) % div
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+            pixel_mask = F.pad(pixel_mask, (0, pad_w, 0, pad_h), value=True)
+        if hr_images is not None:
+            s = self.sr_scale
+            if hr_images.dim() != 4 or hr_images.shape[:2] != (bsz, 3):
+                raise ValueError(
+                    f"SDCoNet: hr_images must be (B, 3, {s}H, {s}W), got {tuple(hr_images.shape)}"
+                )
+            if not torch.isfinite(hr_images).all():
+                raise ValueError("SDCoNet: hr_images contain NaN or Inf values")
+            want_h, want_w = images.shape[-2] * s, images.shape[-1] * s
+            if hr_images.shape[-2] > want_h or hr_images.shape[-1] > want_w:
+                raise ValueError(
+                    f"SDCoNet: hr_images {tuple(hr_images.shape[-2:])} larger than {s} x padded LR "
+                    f"{(want_h, want_w)}"
+                )
+            hr_images = F.pad(hr_images, (0, want_w - hr_images.shape[-1], 0, want_h - hr_images.shape[-2]))
+        return images, pixel_mask, hr_images
+
+    def _hr_valid_mask(self, pixel_mask: torch.Tensor) -> torch.Tensor:
+        """(B, sH, sW) bool, True = valid HR pixel (s x the valid LR region)."""
+        s = self.sr_scale
+        return ~pixel_mask.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+
+    def _run_sr(self, images: torch.Tensor, enc: Optional[dict]) -> torch.Tensor:
+        if self.serial:
+            enc = self.sr_encoder(images)
+        return self.sr_decoder(enc)
+
+    # ----------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        images: torch.Tensor,
+        pixel_mask: Optional[torch.Tensor] = None,
+        targets: Optional[Targets] = None,
+        hr_images: Optional[torch.Tensor] = None,
+        *,
+        return_sr: bool = False,
+        return_saliency: bool = False,
+        return_kept: bool = False,
+    ):
+        """Train: weighted losses. Eval: per-image detections.
+
+        Args:
+            images: (B, 3, h, w) LR images, RGB normalised with ``PIXEL_MEAN/PIXEL_STD``; padded bottom/right
+                (sizes that are not a multiple of ``size_divisibility`` are padded here).
+            pixel_mask: (B, h, w) bool, True = padding; None = no padding.
+            targets: training only: per image ``{"labels": int64 (n,), "boxes": (n, 4) cxcywh normalised to the
+                unpadded image}``; n = 0 is legal.
+            hr_images: (B, 3, s*h, s*w) normalised HR images, required while the SR branch trains.
+            return_sr / return_saliency / return_kept: eval only: also return the SR image, the per-level saliency
+                maps (sigmoid) and the per-layer kept-token maps, each cropped to the image's valid region.
+        Returns:
+            training: dict of weighted scalar losses ``loss_*`` (``loss_sr`` only while SR is enabled);
+            eval: list (per image) of ``{"boxes": (k, 4) x1y1x2y2 normalised to the unpadded image,
+            "scores": (k,), "labels": (k,) int64}`` plus the requested extras.
+        """
+        images, pixel_mask, hr_images = self._prepare_inputs(images, pixel_mask, hr_images)
+        if self.training:
+            return self._forward_train(images, pixel_mask, targets, hr_images)
+        return self._forward_eval(images, pixel_mask, return_sr, return_saliency, return_kept)
+
+    def _detect(self, images, pixel_mask, targets, enc=None, sr_image=None):
+        if self.serial:
+            det_mask = ~self._hr_valid_mask(pixel_mask)
+            enc = self.encoder(sr_image)
+            return self.detector(enc["stages"][1:], det_mask, targets)
+        return self.detector(enc["stages"][1:], pixel_mask, targets)
+
+    def _forward_train(self, images, pixel_mask, targets, hr_images) -> Dict[str, torch.Tensor]:
+        if targets is None:
+            raise ValueError(
+                "SDCoNet: targets are required in training mode (use [] entries for empty images)"
+            )
+        if len(targets) != images.shape[0]:
+            raise ValueError(
+                f"SDCoNet: got {len(targets)} target dicts for a batch of {images.shape[0]} images"
+            )
+        targets = sanitize_targets(targets, self.detector.num_classes, images.device)
+        sr_trains = self.sr_enabled
+        if sr_trains and hr_images is None:
+            raise ValueError("SDCoNet: hr_images are required while the SR branch is enabled (stage 2)")
+        enc = None if self.serial else self.encoder(images)
+        sr = None
+        if self.serial:
+            with torch.set_grad_enabled(sr_trains):
+                sr = self._run_sr(images, None)
+        elif sr_trains:
+            sr = self._run_sr(images, enc)
+        outputs = self._detect(images, pixel_mask, targets, enc=enc, sr_image=sr)
+        losses = self.detector.losses(outputs, targets)
+        stats = {"kept_token_ratio": _kept_ratio(outputs)}
+        if sr_trains:
+            valid = self._hr_valid_mask(pixel_mask).unsqueeze(1).to(sr.dtype)
+            diff = (sr.float() - hr_images.float()).abs() * valid
+            losses["loss_sr"] = self.sr_loss_weight * diff.sum() / (valid.sum() * 3).clamp(min=1)
+            stats["sr_psnr"] = self._psnr(sr.detach(), hr_images, valid)
+        self.last_stats = stats
+        return losses
+
+    @torch.no_grad()
+    def _psnr(self, sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> float:
+        """Mean PSNR (dB) over the batch, 8-bit range, valid HR pixels only."""
+        mean, std = self.pixel_mean.float(), self.pixel_std.float()
+        a = (sr.float() * std + mean).clamp(0, 255)
+        b = (hr.float() * std + mean).clamp(0, 255)
+        mse = (((a - b) ** 2) * valid).flatten(1).sum(1) / (valid.flatten(1).sum(1) * 3).clamp(min=1)
+        return float((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).mean())
+
+    def _forward_eval(self, images, pixel_mask, return_sr, return_saliency, return_kept) -> List[dict]:
+        enc = None if self.serial else self.encoder(images)
+        sr = None
+        if self.serial or (return_sr and self.has_sr):
+            sr = self._run_sr(images, enc)
+        outputs = self._detect(images, pixel_mask, None, enc=enc, sr_image=sr)
+        results = topk_detections(outputs["pred_logits"], outputs["pred_boxes"], self.topk_test)
+        self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
+        valid_h = (~pixel_mask[:, :, 0]).sum(1).tolist()
+        valid_w = (~pixel_mask[:, 0, :]).sum(1).tolist()
+        for b, res in enumerate(results):
+            if return_sr and sr is not None:
+                s = self.sr_scale
+                res["sr"] = sr[b, :, : valid_h[b] * s, : valid_w[b] * s]
+            if return_saliency and outputs["saliency_logits"] is not None:
+                res["saliency"] = [
+                    m[b, : int(v[0]), : int(v[1])].sigmoid()
+                    for m, v in zip(outputs["saliency_logits"], outputs["valid_hw"][b])
+                ]
+            if return_kept and outputs["kept_masks"]:
+                res["kept"] = [
+                    _split_levels(k[b], outputs["spatial_shapes"], outputs["valid_hw"][b])
+                    for k in outputs["kept_masks"]
+                ]
+        return results
+
+
+def _kept_ratio(outputs: dict) -> float:
+    """Fraction of valid tokens updated per encoder layer, averaged over layers (1.0 without filtering)."""
+    kept = outputs["kept_masks"]
+    if not kept:
+        return 1.0
+    valid = torch.cat([~m.flatten(1) for m in outputs["level_padding"]], 1)
+    ratios = [float((k & valid).sum()) / max(1, float(valid.sum())) for k in kept]
+    return sum(ratios) / len(ratios)
+
+
+def _split_levels(
+    flat: torch.Tensor, spatial_shapes: torch.Tensor, valid_hw: torch.Tensor
+) -> List[torch.Tensor]:
+    """(S,) per-token values -> list of (h_valid, w_valid) maps, one per level."""
+    out, start = [], 0
+    for (h, w), (vh, vw) in zip(spatial_shapes.tolist(), valid_hw.tolist()):
+        out.append(flat[start : start + h * w].view(h, w)[:vh, :vw])
+        start += h * w
+    return out
+
+
+def count_parameters(module: nn.Module, exclude: Sequence[str] = ()) -> int:
+    """Number of parameters, skipping children whose name starts with one of ``exclude``."""
+    return sum(p.numel() for n, p in module.named_parameters() if not any(n.startswith(e) for e in exclude))
