@@ -17,7 +17,7 @@ torch.set_num_threads(2)
 
 SIZE = 64  # LR side
 NUM_IMAGES = 4
-STEPS = 300
+STEPS = 120
 SHAPES = {0: (12, 12), 1: (22, 8)}  # class -> (w, h) in LR pixels: squares and wide bars
 COLOURS = {0: (255, 255, 255), 1: (255, 60, 40)}
 
