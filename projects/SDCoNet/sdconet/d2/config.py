@@ -1,0 +1,280 @@
+"""detectron2 config keys of SDCoNet and their translation into the framework-free :class:`SDCoNetConfig`.
+
+Every key added here has a comment. Keys marked "derived" are computed by :func:`sdconet.d2.schedule.resolve_cfg`
+from the epoch recipe and the training set (and recorded in the run's ``config.yaml``); do not set them by hand.
+"""
+
+from __future__ import annotations
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from sdconet.engine.routing import PAPER_SR_LR_MULTIPLIER
+from sdconet.modeling.config import SDCoNetConfig, SRConfig, SwinConfig
+from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
+
+__all__ = [
+    "add_sdconet_config",
+    "core_config_kwargs",
+    "get_sdconet_cfg",
+    "sdconet_config_from_cfg",
+    "setup_cfg",
+]
+
+
+def add_sdconet_config(cfg: CN) -> None:
+    """Add SDCoNet's keys (with the paper's defaults) to a detectron2 config, in place.
+
+    Must run before ``merge_from_file``. Also sets a few stock keys to the values this model needs (RGB input with
+    ImageNet statistics, full-model clipping, keep empty tiles); yaml files may still override them.
+    """
+    _d = SDCoNetConfig()  # single source of truth for the model defaults
+
+    cfg.MODEL.META_ARCHITECTURE = "SDCoNet"
+    # Core models take RGB normalised with ImageNet statistics (sdconet.modeling.constants, 0-255 scale).
+    cfg.MODEL.PIXEL_MEAN = list(PIXEL_MEAN)
+    cfg.MODEL.PIXEL_STD = list(PIXEL_STD)
+    cfg.INPUT.FORMAT = "RGB"
+
+    # ---------------------------------------------------------------------------------------------- MODEL.SDCONET
+    cfg.MODEL.SDCONET = CN()
+    # Ablation variant (paper Tables VI/VIII): dino | dino_saliency | dino_sr | sdconet | serial.
+    cfg.MODEL.SDCONET.VARIANT = _d.variant
+    # Number of object classes; 0 = take len(thing_classes) of DATASETS.TRAIN[0] (resolved into config.yaml).
+    cfg.MODEL.SDCONET.NUM_CLASSES = 0
+    # Transformer width, attention heads and deformable sampling points per head/level.
+    cfg.MODEL.SDCONET.HIDDEN_DIM = _d.hidden_dim
+    cfg.MODEL.SDCONET.NHEADS = _d.nheads
+    cfg.MODEL.SDCONET.NUM_POINTS = _d.num_points
+    # Detection-transformer encoder/decoder depth, FFN width and dropout.
+    cfg.MODEL.SDCONET.ENC_LAYERS = _d.enc_layers
+    cfg.MODEL.SDCONET.DEC_LAYERS = _d.dec_layers
+    cfg.MODEL.SDCONET.DIM_FEEDFORWARD = _d.dim_feedforward
+    cfg.MODEL.SDCONET.DROPOUT = _d.dropout
+    # Object queries (two-stage top-k proposals) -- 300 in the official recipe.
+    cfg.MODEL.SDCONET.NUM_QUERIES = _d.num_queries
+    # Contrastive denoising: query budget, label-flip ratio, box-noise scale; DN_MAX_GT caps the GT used for
+    # denoising on crowded tiles (memory), 0 = no cap.
+    cfg.MODEL.SDCONET.DN_NUMBER = _d.dn_number
+    cfg.MODEL.SDCONET.LABEL_NOISE_RATIO = _d.label_noise_ratio
+    cfg.MODEL.SDCONET.BOX_NOISE_SCALE = _d.box_noise_scale
+    cfg.MODEL.SDCONET.DN_MAX_GT = _d.dn_max_gt
+    # Loss weights (focal class, L1 box, GIoU) and Hungarian matcher costs.
+    cfg.MODEL.SDCONET.CLASS_WEIGHT = _d.weight_class
+    cfg.MODEL.SDCONET.BBOX_WEIGHT = _d.weight_bbox
+    cfg.MODEL.SDCONET.GIOU_WEIGHT = _d.weight_giou
+    cfg.MODEL.SDCONET.COST_CLASS = _d.cost_class
+    cfg.MODEL.SDCONET.COST_BBOX = _d.cost_bbox
+    cfg.MODEL.SDCONET.COST_GIOU = _d.cost_giou
+    # Sigmoid focal loss alpha/gamma.
+    cfg.MODEL.SDCONET.FOCAL_ALPHA = _d.focal_alpha
+    cfg.MODEL.SDCONET.FOCAL_GAMMA = _d.focal_gamma
+    # Deformable self-attention values: "current" (paper Eq. 8, partially-updated tokens) | "initial" (official).
+    cfg.MODEL.SDCONET.VALUE_MODE = _d.value_mode
+
+    # ----------------------------------------------------------------------------------- MODEL.SDCONET.SALIENCY
+    cfg.MODEL.SDCONET.SALIENCY = CN()
+    # Token filtering: none | layer | level | joint (paper Table IX).
+    cfg.MODEL.SDCONET.SALIENCY.FILTER_MODE = _d.filter_mode
+    # Fraction of tokens kept per feature level (beta, finest first) and per encoder layer (gamma).
+    cfg.MODEL.SDCONET.SALIENCY.LEVEL_RATIOS = list(_d.level_ratios)
+    cfg.MODEL.SDCONET.SALIENCY.LAYER_RATIOS = list(_d.layer_ratios)
+    # Top-down saliency fusion weight alpha: learnable | fixed | none (paper Table VII); ALPHA_VALUE for "fixed"
+    # (1.0 reproduces the official gradient-routing model).
+    cfg.MODEL.SDCONET.SALIENCY.ALPHA_MODE = _d.alpha_mode
+    cfg.MODEL.SDCONET.SALIENCY.ALPHA_VALUE = _d.alpha_value
+    # Top-down propagation: "paper" (S_{l-1} = a*UP(S_l) + Saliency(F_{l-1})) | "official" (feature modulation).
+    cfg.MODEL.SDCONET.SALIENCY.PROPAGATION = _d.saliency_propagation
+    # Saliency targets: "gaussian" (paper, width SIGMA) | "cone" (official Salience-DETR targets).
+    cfg.MODEL.SDCONET.SALIENCY.TARGET = _d.saliency_target
+    cfg.MODEL.SDCONET.SALIENCY.SIGMA = _d.saliency_sigma
+    # Weight of the saliency focal loss.
+    cfg.MODEL.SDCONET.SALIENCY.LOSS_WEIGHT = _d.saliency_loss_weight
+
+    # ----------------------------------------------------------------------------------------- MODEL.SDCONET.SR
+    cfg.MODEL.SDCONET.SR = CN()
+    # SR factor s: the LR input is 1/s of the HR tile; the SR output is s x the LR input.
+    cfg.MODEL.SDCONET.SR.SCALE = _d.sr.scale
+    # SR decoder: bottleneck width, Swin-block depths/heads per up-stage, window, MLP ratio, drop-path.
+    cfg.MODEL.SDCONET.SR.BOTTLENECK_CHANNELS = _d.sr.bottleneck_channels
+    cfg.MODEL.SDCONET.SR.DEPTHS = list(_d.sr.depths)
+    cfg.MODEL.SDCONET.SR.NUM_HEADS = list(_d.sr.num_heads)
+    cfg.MODEL.SDCONET.SR.WINDOW_SIZE = _d.sr.window_size
+    cfg.MODEL.SDCONET.SR.MLP_RATIO = _d.sr.mlp_ratio
+    cfg.MODEL.SDCONET.SR.DROP_PATH_RATE = _d.sr.drop_path_rate
+    # Weight of the L1 SR loss (5 in the official recipe).
+    cfg.MODEL.SDCONET.SR.LOSS_WEIGHT = _d.sr.loss_weight
+
+    # ------------------------------------------------------------------------------------------------ MODEL.SWIN
+    cfg.MODEL.SWIN = CN()
+    # Swin-T shared encoder: patch-embedding width, blocks and heads per stage, window size, MLP ratio.
+    cfg.MODEL.SWIN.EMBED_DIM = _d.swin.embed_dim
+    cfg.MODEL.SWIN.DEPTHS = list(_d.swin.depths)
+    cfg.MODEL.SWIN.NUM_HEADS = list(_d.swin.num_heads)
+    cfg.MODEL.SWIN.WINDOW_SIZE = _d.swin.window_size
+    cfg.MODEL.SWIN.MLP_RATIO = _d.swin.mlp_ratio
+    # Stochastic depth (0.2 for Swin-T detection).
+    cfg.MODEL.SWIN.DROP_PATH_RATE = _d.swin.drop_path_rate
+    # LR input size (h, w) the encoder is built for (window shifts derive from it); other sizes still run.
+    cfg.MODEL.SWIN.IMG_SIZE = list(_d.swin.img_size)
+    # ImageNet Swin weights loaded into the encoder(s) when the model is built: a local file (official
+    # swin_tiny_patch4_window7_224.pth or a timm checkpoint) or a timm hub name (downloads); "" = random init.
+    # MODEL.WEIGHTS and --resume load afterwards and take precedence.
+    cfg.MODEL.SWIN.PRETRAINED = ""
+
+    # --------------------------------------------------------------------------------------------------- INPUT
+    # "degrade": the mapper reads the HR tile and makes the LR input with sdconet.data.degradation.degrade
+    # (training and testing alike, as in the paper). "real": the image file IS the low-quality input (no HR target,
+    # no SR loss; use a variant without SR or an SR start epoch beyond the run).
+    cfg.INPUT.LR_MODE = "degrade"
+
+    # -------------------------------------------------------------------------------------------------- SOLVER
+    # Optimizer: "ADAMW" (paper) over the fixed gradient-routing parameter groups (sdconet.engine.routing).
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # LR factor of the shared Swin encoder (and the serial variant's SR encoder).
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # LR factor rho of the SR decoder (paper Eq. 9: 0 < rho < 1; the authors' code uses 1.0).
+    cfg.SOLVER.SR_LR_MULTIPLIER = PAPER_SR_LR_MULTIPLIER
+    # Run length and MultiStepLR milestones in epochs; MAX_ITER and STEPS are derived from them when
+    # MAX_EPOCHS > 0 (MAX_EPOCHS = 0: use MAX_ITER/STEPS/CHECKPOINT_PERIOD/TEST.EVAL_PERIOD as given).
+    cfg.SOLVER.MAX_EPOCHS = 52
+    cfg.SOLVER.STEPS_EPOCHS = [27]
+    # Gradient routing: first epoch (0-based) of stage 2, where the SR branch and loss_sr switch on.
+    cfg.SOLVER.SR_START_EPOCH = 16
+    # Derived: first iteration of stage 2 (SR_START_EPOCH x ITERS_PER_EPOCH).
+    cfg.SOLVER.SR_START_ITER = -1
+    # Derived: ceil(#training images after the loader's filtering / IMS_PER_BATCH).
+    cfg.SOLVER.ITERS_PER_EPOCH = -1
+    # Checkpoint every this many epochs (derives SOLVER.CHECKPOINT_PERIOD).
+    cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 1
+    # DDP: SR parameters are unused in stage 1, so DDP must tolerate unused parameters.
+    cfg.SOLVER.FIND_UNUSED_PARAMETERS = True
+    # Paper recipe: AdamW 1e-4 / wd 1e-4, batch 2, no warm-up, LR x0.1 at the milestones.
+    cfg.SOLVER.BASE_LR = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 1e-4
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.WARMUP_FACTOR = 1.0
+    cfg.SOLVER.GAMMA = 0.1
+    # Full-model gradient-norm clipping ("full_model" is ours; "value"/"norm" are detectron2's per-parameter ones).
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
+    # ---------------------------------------------------------------------------------------------- DATALOADER
+    # Empty tiles are trained on (official recipe) and count towards the epoch length.
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+
+    # ---------------------------------------------------------------------------------------------------- TEST
+    # Evaluate every this many epochs (derives TEST.EVAL_PERIOD); 0 = only after the last iteration.
+    cfg.TEST.EVAL_PERIOD_EPOCHS = 1
+    # Detections the model keeps per image (top-k over queries x classes; 300 in the official recipe).
+    cfg.TEST.DETECTIONS_PER_IMAGE = _d.topk_test
+    # COCOeval maxDets for the headline AP table: 100 = the COCO standard the paper's tables use; 300 scores
+    # all kept detections (dense tiles).
+    cfg.TEST.COCO_MAX_DETS = 100
+    cfg.TEST.SR_EVAL = CN()
+    # Also run the SR branch at evaluation and report PSNR/SSIM of SR vs HR (variants with SR, LR_MODE degrade).
+    cfg.TEST.SR_EVAL.ENABLED = False
+    # Pixels shaved from every HR border before PSNR/SSIM (the SR-literature convention is the scale s).
+    cfg.TEST.SR_EVAL.CROP_BORDER = 0
+
+
+def get_sdconet_cfg() -> CN:
+    """detectron2's default config with SDCoNet's keys added (not frozen)."""
+    cfg = get_cfg()
+    add_sdconet_config(cfg)
+    return cfg
+
+
+def sdconet_config_from_cfg(cfg: CN) -> SDCoNetConfig:
+    """Translate ``cfg.MODEL.SDCONET/SWIN`` (+ ``TEST.DETECTIONS_PER_IMAGE``) into the core's config.
+
+    Raises:
+        ValueError: if ``MODEL.SDCONET.NUM_CLASSES`` is still 0 (run :func:`sdconet.d2.schedule.resolve_cfg`) or
+            a value is invalid (the core's validation names the field).
+    """
+    return SDCoNetConfig(**core_config_kwargs(cfg))
+
+
+def core_config_kwargs(cfg: CN) -> dict:
+    """Keyword arguments of :class:`SDCoNetConfig` (one per field) read from the detectron2 config."""
+    m, sw, sal, sr = cfg.MODEL.SDCONET, cfg.MODEL.SWIN, cfg.MODEL.SDCONET.SALIENCY, cfg.MODEL.SDCONET.SR
+    if m.NUM_CLASSES <= 0:
+        raise ValueError(
+            "MODEL.SDCONET.NUM_CLASSES is 0 (= from the training set's thing_classes) but was not resolved; "
+            "call sdconet.d2.resolve_cfg(cfg) after registering DATASETS.TRAIN, or set it explicitly"
+        )
+    return dict(
+        num_classes=m.NUM_CLASSES,
+        variant=m.VARIANT,
+        swin=SwinConfig(
+            embed_dim=sw.EMBED_DIM,
+            depths=tuple(sw.DEPTHS),
+            num_heads=tuple(sw.NUM_HEADS),
+            window_size=sw.WINDOW_SIZE,
+            mlp_ratio=sw.MLP_RATIO,
+            drop_path_rate=sw.DROP_PATH_RATE,
+            img_size=tuple(sw.IMG_SIZE),
+        ),
+        sr=SRConfig(
+            scale=sr.SCALE,
+            bottleneck_channels=sr.BOTTLENECK_CHANNELS,
+            depths=tuple(sr.DEPTHS),
+            num_heads=tuple(sr.NUM_HEADS),
+            window_size=sr.WINDOW_SIZE,
+            mlp_ratio=sr.MLP_RATIO,
+            drop_path_rate=sr.DROP_PATH_RATE,
+            loss_weight=sr.LOSS_WEIGHT,
+        ),
+        hidden_dim=m.HIDDEN_DIM,
+        nheads=m.NHEADS,
+        num_points=m.NUM_POINTS,
+        enc_layers=m.ENC_LAYERS,
+        dec_layers=m.DEC_LAYERS,
+        dim_feedforward=m.DIM_FEEDFORWARD,
+        dropout=m.DROPOUT,
+        num_queries=m.NUM_QUERIES,
+        dn_number=m.DN_NUMBER,
+        label_noise_ratio=m.LABEL_NOISE_RATIO,
+        box_noise_scale=m.BOX_NOISE_SCALE,
+        dn_max_gt=m.DN_MAX_GT,
+        weight_class=m.CLASS_WEIGHT,
+        weight_bbox=m.BBOX_WEIGHT,
+        weight_giou=m.GIOU_WEIGHT,
+        cost_class=m.COST_CLASS,
+        cost_bbox=m.COST_BBOX,
+        cost_giou=m.COST_GIOU,
+        focal_alpha=m.FOCAL_ALPHA,
+        focal_gamma=m.FOCAL_GAMMA,
+        topk_test=cfg.TEST.DETECTIONS_PER_IMAGE,
+        filter_mode=sal.FILTER_MODE,
+        level_ratios=tuple(sal.LEVEL_RATIOS),
+        layer_ratios=tuple(sal.LAYER_RATIOS),
+        alpha_mode=sal.ALPHA_MODE,
+        alpha_value=sal.ALPHA_VALUE,
+        saliency_propagation=sal.PROPAGATION,
+        saliency_target=sal.TARGET,
+        saliency_sigma=sal.SIGMA,
+        saliency_loss_weight=sal.LOSS_WEIGHT,
+        value_mode=m.VALUE_MODE,
+    )
+
+
+def setup_cfg(config_file: str, opts=(), *, count_images: bool = True) -> CN:
+    """Config for a run: defaults + SDCoNet keys + ``config_file`` + ``opts``, derived keys resolved, frozen.
+
+    Args:
+        config_file: a yaml under ``projects/SDCoNet/configs`` (or one with ``_BASE_`` pointing there).
+        opts: ``KEY VALUE`` overrides from the command line.
+        count_images: resolve the epoch recipe from the training set (False for evaluation-only runs).
+    """
+    from .schedule import resolve_cfg  # local: schedule imports detectron2.data, config stays light
+
+    cfg = get_sdconet_cfg()
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    resolve_cfg(cfg, count_images=count_images)
+    cfg.freeze()
+    return cfg

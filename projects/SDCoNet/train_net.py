@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""SDCoNet training and evaluation with detectron2 (a simplified ``tools/train_net.py``).
+
+    python projects/SDCoNet/train_net.py --config-file projects/SDCoNet/configs/quick_synthetic.yaml MODEL.DEVICE cpu
+    python projects/SDCoNet/train_net.py --config-file <cfg> --num-gpus 8            # single machine, 8 GPUs
+    python projects/SDCoNet/train_net.py --config-file <cfg> --resume                 # continue from last_checkpoint
+    python projects/SDCoNet/train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <ckpt.pth>
+
+Multi-machine: run the same command on every machine with ``--num-machines N --machine-rank r
+--dist-url tcp://<host of rank 0>:<port>``. ``SOLVER.IMS_PER_BATCH`` is the total batch over all GPUs.
+"""
+
+import logging
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from sdconet.d2 import SDCoNetTrainer, get_sdconet_cfg, resolve_cfg  # import registers model + datasets
+
+
+def setup(args):
+    """Config: defaults + SDCoNet keys + file + command-line opts; epoch recipe resolved; frozen; logged."""
+    cfg = get_sdconet_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sdconet")
+    resolve_cfg(cfg, count_images=not args.eval_only)  # derived keys land in OUTPUT_DIR/config.yaml
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = SDCoNetTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = SDCoNetTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = SDCoNetTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    logging.getLogger("sdconet").info(
+        "Training from iteration %d of %d", trainer.start_iter, trainer.max_iter
+    )
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()  # pragma: no cover

@@ -1,0 +1,169 @@
+"""End-to-end detectron2 integration with the real (tiny) core: forward contracts, stage switch, resume, eval."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.data.datasets import register_coco_instances  # noqa: E402
+from detectron2.engine import HookBase  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+
+from sdconet.d2 import SDCoNetTrainer, core_of, setup_cfg  # noqa: E402
+from sdconet.data.synthetic import SYNTHETIC_CLASSES, ensure_synthetic_dataset  # noqa: E402
+
+QUICK = Path(__file__).resolve().parents[1] / "projects" / "SDCoNet" / "configs" / "quick_synthetic.yaml"
+TRAIN, TEST = "_test_d2_synth_train", "_test_d2_synth_test"
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    paths = ensure_synthetic_dataset(root, num_train=2, num_test=2, tile_size=64, max_object_size=28)
+    for name, split in ((TRAIN, "train"), (TEST, "test")):
+        if name not in DatasetCatalog.list():
+            meta = {"thing_classes": list(SYNTHETIC_CLASSES)}
+            register_coco_instances(name, meta, paths[f"{split}_json"], paths[f"{split}_images"])
+    return paths
+
+
+def _cfg(out_dir, *extra):
+    opts = [
+        "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{TEST}',)",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_EPOCHS", "3", "SOLVER.STEPS_EPOCHS", "[2]",
+        "SOLVER.SR_START_EPOCH", "1", "OUTPUT_DIR", str(out_dir), "SEED", "0", "MODEL.DEVICE", "cpu",
+        *extra,
+    ]  # fmt: skip
+    return setup_cfg(str(QUICK), opts)
+
+
+def _inst(h, w, boxes, classes):
+    inst = Instances((h, w))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    return inst
+
+
+def _batch(with_objects):
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for i in range(2):
+        img = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
+        hr = torch.randint(0, 256, (3, 64, 64), generator=g, dtype=torch.uint8)
+        boxes, classes = (
+            ([[4.0, 5.0, 12.0, 15.0], [20.0, 2.0, 30.0, 9.0]], [0, 2])
+            if with_objects and i == 0
+            else ([], [])
+        )
+        out.append({"image": img, "hr_image": hr, "instances": _inst(32, 32, boxes, classes)})
+    return out
+
+
+def test_resolved_schedule(synth, tmp_path):
+    cfg = _cfg(tmp_path)
+    assert cfg.MODEL.SDCONET.NUM_CLASSES == 3  # from thing_classes
+    s = cfg.SOLVER
+    assert (s.ITERS_PER_EPOCH, s.MAX_ITER, tuple(s.STEPS), s.SR_START_ITER) == (1, 3, (2,), 1)
+    assert s.CHECKPOINT_PERIOD == 1 and cfg.TEST.EVAL_PERIOD == 0
+
+
+def test_train_loss_keys_identical_with_and_without_objects(synth, tmp_path):
+    model = SDCoNetTrainer.build_model(_cfg(tmp_path)).train()
+    for sr in (False, True):
+        model.core.set_sr_enabled(sr)
+        keys_obj = set(model(_batch(True)))
+        keys_empty = set(model(_batch(False)))
+        assert keys_obj == keys_empty
+        assert ("loss_sr" in keys_obj) == sr
+        assert all(k.startswith("loss_") for k in keys_obj)
+
+
+def test_eval_padded_batch_in_the_requested_frame(synth, tmp_path):
+    model = SDCoNetTrainer.build_model(_cfg(tmp_path)).eval()
+    inputs = [
+        {"image": torch.randint(0, 256, (3, 32, 40), dtype=torch.uint8), "height": 64, "width": 80},
+        {"image": torch.randint(0, 256, (3, 48, 24), dtype=torch.uint8), "height": 96, "width": 48},
+    ]
+    with torch.no_grad():
+        out = model(inputs)
+    for o, (h, w) in zip(out, ((64, 80), (96, 48))):
+        inst = o["instances"]
+        assert inst.image_size == (h, w)
+        b = inst.pred_boxes.tensor
+        assert 0 < len(inst) <= 100
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= h).all()
+        assert inst.pred_classes.dtype == torch.int64 and inst.pred_classes.max() < 3
+        assert tuple(o["sr_image"].shape) == (3, h, w)  # TEST.SR_EVAL.ENABLED in the quick config
+
+
+class _Crash(HookBase):
+    def __init__(self, at):
+        self.at = at
+
+    def before_step(self):
+        if self.trainer.iter == self.at:
+            raise KeyboardInterrupt("simulated stop")
+
+
+class _Record(HookBase):
+    def __init__(self):
+        self.sr, self.lr, self.sr_changed = [], [], []
+
+    def before_train(self):
+        self.sr0 = [p.detach().clone() for p in core_of(self.trainer.model).sr_decoder.parameters()]
+
+    def before_step(self):
+        self.sr.append(core_of(self.trainer.model).sr_enabled)
+        self.lr.append(max(g["lr"] for g in self.trainer.optimizer.param_groups))
+
+    def after_step(self):
+        now = list(core_of(self.trainer.model).sr_decoder.parameters())
+        self.sr_changed.append(any(not torch.equal(a, b) for a, b in zip(self.sr0, now)))
+
+
+def test_train_stop_resume_and_eval_only_reproduces(synth, tmp_path):
+    cfg = _cfg(tmp_path)
+    trainer = SDCoNetTrainer(cfg)
+    rec = _Record()
+    trainer.register_hooks([rec, _Crash(at=2)])
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    # 1 iteration per epoch: stage 1 at iteration 0, stage 2 from 1; SR weights bit-identical while SR is off
+    assert rec.sr == [False, True, True]  # before_step of iterations 0..2 (stopped at 2)
+    assert rec.sr_changed == [False, True]
+    assert (tmp_path / "model_0000001.pth").exists() and not (tmp_path / "model_final.pth").exists()
+
+    resumed = SDCoNetTrainer(cfg)
+    rec2 = _Record()
+    resumed.register_hooks([rec2])
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    resumed.train()
+    results = resumed._last_eval_results  # DefaultTrainer.train returns them only with EXPECTED_RESULTS
+    assert rec2.sr == [True]  # iteration 2 in stage 2 straight away
+    assert rec2.lr == pytest.approx([cfg.SOLVER.BASE_LR * 0.1])  # LR schedule restored: x0.1 from iteration 2
+    assert (
+        set(results) == {"bbox", "sr"} and "AP-plane" in results["bbox"] and results["sr"]["num_images"] == 2
+    )
+
+    model = SDCoNetTrainer.build_model(cfg)
+    DetectionCheckpointer(model).resume_or_load(str(tmp_path / "model_final.pth"), resume=False)
+    again = SDCoNetTrainer.test(cfg, model)
+    for task in ("bbox", "sr"):
+        for k, v in results[task].items():
+            assert again[task][k] == pytest.approx(v, nan_ok=True), (task, k)
+
+
+def test_pretrained_swin_weights_are_loaded_into_the_encoder(synth, tmp_path):
+    cfg = _cfg(tmp_path)
+    donor = SDCoNetTrainer.build_model(cfg).core.encoder
+    state = {k: v + 0.5 for k, v in donor.state_dict().items() if not k.startswith("out_norms.")}
+    torch.save({"model": state}, tmp_path / "swin.pth")
+    cfg2 = _cfg(tmp_path, "MODEL.SWIN.PRETRAINED", str(tmp_path / "swin.pth"))
+    enc = SDCoNetTrainer.build_model(cfg2).core.encoder.state_dict()
+    assert all(torch.equal(enc[k], v) for k, v in state.items())
