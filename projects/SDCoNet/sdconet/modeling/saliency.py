@@ -93,7 +93,7 @@ def upsample_bilinear(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
     otherwise.
     """
     hf, wf = int(size[0]), int(size[1])
-    hc, wc = x.shape[-2:]
+    hc, wc = int(x.shape[-2]), int(x.shape[-1])  # plain ints also under jit tracing (FLOP counting)
     rh, rw = _integer_factor(hf, hc), _integer_factor(wf, wc)
     if rh is not None and rw is not None:
         up = F.interpolate(

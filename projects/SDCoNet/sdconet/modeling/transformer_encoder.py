@@ -182,7 +182,7 @@ class SaliencyPrunedEncoder(nn.Module):
             # Filler rows go to a dummy slot S so they never overwrite a real token.
             target = torch.where(rows, index, torch.full_like(index, num_tokens))
             kept = torch.zeros(bsz, num_tokens + 1, dtype=torch.bool, device=src.device)
-            kept.scatter_(1, target, True)
+            kept.scatter_(1, target, torch.ones_like(target, dtype=torch.bool))
             kept = kept[:, :num_tokens]
             kept_masks.append(kept)
             base = memory
