@@ -184,3 +184,14 @@ def test_bad_inputs(tiny):
     tiny.set_sr_enabled(True)
     with pytest.raises(ValueError, match="hr_images are required"):
         tiny(images, mask, targets)
+
+
+def test_joint_filtering_counts_fewer_flops_than_none():
+    from sdconet.evaluation.complexity import inference_gflops
+
+    torch.manual_seed(0)
+    gflops = {}
+    for mode in ("none", "joint"):
+        model = build_sdconet(SDCoNetConfig.tiny(filter_mode=mode))
+        gflops[mode], _ = inference_gflops(model, (128, 128))
+    assert gflops["joint"] < 0.95 * gflops["none"], gflops
