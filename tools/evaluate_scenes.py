@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""Score whole-scene predictions against the original (unsliced) ground truth with pycocotools.
+
+``--results`` is a COCO results json (``tools/predict.py`` writes ``results.json``); its image ids are mapped to the
+ground truth's through ``images.json`` next to it (file names matched by path suffix), so predictions made without
+``--gt`` can be scored afterwards. The ground truth is a whole-scene COCO json, e.g. a split dataset's
+``annotations/scenes_<split>.json`` (boxes in source-image pixels). Compare the numbers with the tile-level AP of
+``train_net.py --eval-only`` to see what tiling costs or gains.
+
+AP is reported for every ``--max-dets`` (default 100 = COCO standard, and 1000 for dense scenes), overall and per
+class; only the scenes that were predicted are scored unless ``--all-images`` is given.
+
+Example::
+
+    python tools/evaluate_scenes.py --gt datasets/nwpu_vhr10_split/annotations/scenes_test.json \\
+        --results predictions/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sdconet.data.atomic import atomic_write_json
+from sdconet.inference.coco_results import match_image_ids
+from sdconet.inference.scene_eval import DEFAULT_MAX_DETS, evaluate_scenes, format_report
+
+
+def _load(path: str, what: str):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {what} {path!r}: {exc}") from exc
+
+
+def remap_results(gt: dict, results: list, images: dict | None) -> tuple[list, list[int], list[str]]:
+    """Results with image ids translated to the ground truth's; the GT ids covered; input files not in the GT."""
+    if images is None:
+        return results, sorted({int(r["image_id"]) for r in results}), []
+    files = [str(img["file_name"]) for img in images.get("images", [])]
+    found = match_image_ids(gt, files)
+    mapping = {
+        int(img["id"]): found[str(img["file_name"])]
+        for img in images["images"]
+        if str(img["file_name"]) in found
+    }
+    missing = [f for f in files if f not in found]
+    remapped = [
+        dict(r, image_id=mapping[int(r["image_id"])]) for r in results if int(r["image_id"]) in mapping
+    ]
+    return remapped, sorted(set(mapping.values())), missing
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gt", required=True, help="whole-scene COCO ground truth json")
+    p.add_argument("--results", required=True, help="COCO results json (tools/predict.py results.json)")
+    p.add_argument("--images", help="images.json of the predictions (default: next to --results, if present)")
+    p.add_argument(
+        "--max-dets", type=int, nargs="+", default=list(DEFAULT_MAX_DETS), help="maxDets (100 1000)"
+    )
+    p.add_argument(
+        "--ignore-difficult", action="store_true", help="objects flagged difficult neither count nor hurt"
+    )
+    p.add_argument(
+        "--all-images", action="store_true", help="score every GT scene (unpredicted ones as misses)"
+    )
+    p.add_argument("--out", help="write the report as json here")
+    args = p.parse_args(argv)
+    try:
+        gt = _load(args.gt, "ground truth")
+        results = _load(args.results, "results")
+        if not isinstance(results, list):
+            raise ValueError(f"{args.results!r} is not a COCO results list")
+        images_path = Path(args.images) if args.images else Path(args.results).with_name("images.json")
+        images = _load(str(images_path), "images") if images_path.is_file() else None
+        results, ids, missing = remap_results(gt, results, images)
+        if missing:
+            print(f"warning: {len(missing)} predicted image(s) not in the ground truth: {missing[:5]}")
+        if args.all_images:
+            ids = [int(img["id"]) for img in gt.get("images", [])]
+        report = evaluate_scenes(gt, results, args.max_dets, args.ignore_difficult, image_ids=ids)
+    except (ValueError, KeyError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    print(format_report(report))
+    if args.out:
+        atomic_write_json(args.out, report, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
