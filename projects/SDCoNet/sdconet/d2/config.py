@@ -6,11 +6,14 @@ from the epoch recipe and the training set (and recorded in the run's ``config.y
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from sdconet.config_io import sdconet_config_from_dict
 from sdconet.engine.routing import PAPER_SR_LR_MULTIPLIER
-from sdconet.modeling.config import SDCoNetConfig, SRConfig, SwinConfig
+from sdconet.modeling.config import SDCoNetConfig
 from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
@@ -191,75 +194,26 @@ def get_sdconet_cfg() -> CN:
 def sdconet_config_from_cfg(cfg: CN) -> SDCoNetConfig:
     """Translate ``cfg.MODEL.SDCONET/SWIN`` (+ ``TEST.DETECTIONS_PER_IMAGE``) into the core's config.
 
+    The key mapping itself is framework-free (:func:`sdconet.config_io.sdconet_config_from_dict`), shared with the
+    inference tools that read the same yaml files without detectron2.
+
     Raises:
         ValueError: if ``MODEL.SDCONET.NUM_CLASSES`` is still 0 (run :func:`sdconet.d2.schedule.resolve_cfg`) or
             a value is invalid (the core's validation names the field).
     """
-    return SDCoNetConfig(**core_config_kwargs(cfg))
-
-
-def core_config_kwargs(cfg: CN) -> dict:
-    """Keyword arguments of :class:`SDCoNetConfig` (one per field) read from the detectron2 config."""
-    m, sw, sal, sr = cfg.MODEL.SDCONET, cfg.MODEL.SWIN, cfg.MODEL.SDCONET.SALIENCY, cfg.MODEL.SDCONET.SR
-    if m.NUM_CLASSES <= 0:
+    if cfg.MODEL.SDCONET.NUM_CLASSES <= 0:
         raise ValueError(
             "MODEL.SDCONET.NUM_CLASSES is 0 (= from the training set's thing_classes) but was not resolved; "
             "call sdconet.d2.resolve_cfg(cfg) after registering DATASETS.TRAIN, or set it explicitly"
         )
-    return dict(
-        num_classes=m.NUM_CLASSES,
-        variant=m.VARIANT,
-        swin=SwinConfig(
-            embed_dim=sw.EMBED_DIM,
-            depths=tuple(sw.DEPTHS),
-            num_heads=tuple(sw.NUM_HEADS),
-            window_size=sw.WINDOW_SIZE,
-            mlp_ratio=sw.MLP_RATIO,
-            drop_path_rate=sw.DROP_PATH_RATE,
-            img_size=tuple(sw.IMG_SIZE),
-        ),
-        sr=SRConfig(
-            scale=sr.SCALE,
-            bottleneck_channels=sr.BOTTLENECK_CHANNELS,
-            depths=tuple(sr.DEPTHS),
-            num_heads=tuple(sr.NUM_HEADS),
-            window_size=sr.WINDOW_SIZE,
-            mlp_ratio=sr.MLP_RATIO,
-            drop_path_rate=sr.DROP_PATH_RATE,
-            loss_weight=sr.LOSS_WEIGHT,
-        ),
-        hidden_dim=m.HIDDEN_DIM,
-        nheads=m.NHEADS,
-        num_points=m.NUM_POINTS,
-        enc_layers=m.ENC_LAYERS,
-        dec_layers=m.DEC_LAYERS,
-        dim_feedforward=m.DIM_FEEDFORWARD,
-        dropout=m.DROPOUT,
-        num_queries=m.NUM_QUERIES,
-        dn_number=m.DN_NUMBER,
-        label_noise_ratio=m.LABEL_NOISE_RATIO,
-        box_noise_scale=m.BOX_NOISE_SCALE,
-        dn_max_gt=m.DN_MAX_GT,
-        weight_class=m.CLASS_WEIGHT,
-        weight_bbox=m.BBOX_WEIGHT,
-        weight_giou=m.GIOU_WEIGHT,
-        cost_class=m.COST_CLASS,
-        cost_bbox=m.COST_BBOX,
-        cost_giou=m.COST_GIOU,
-        focal_alpha=m.FOCAL_ALPHA,
-        focal_gamma=m.FOCAL_GAMMA,
-        topk_test=cfg.TEST.DETECTIONS_PER_IMAGE,
-        filter_mode=sal.FILTER_MODE,
-        level_ratios=tuple(sal.LEVEL_RATIOS),
-        layer_ratios=tuple(sal.LAYER_RATIOS),
-        alpha_mode=sal.ALPHA_MODE,
-        alpha_value=sal.ALPHA_VALUE,
-        saliency_propagation=sal.PROPAGATION,
-        saliency_target=sal.TARGET,
-        saliency_sigma=sal.SIGMA,
-        saliency_loss_weight=sal.LOSS_WEIGHT,
-        value_mode=m.VALUE_MODE,
-    )
+    return sdconet_config_from_dict(cfg)
+
+
+def core_config_kwargs(cfg: CN) -> dict:
+    """Keyword arguments of :class:`SDCoNetConfig` read from the detectron2 config: one per field that has a key
+    (``num_feature_levels`` has none: SDCoNet always uses 4 levels)."""
+    core = sdconet_config_from_cfg(cfg)
+    return {f.name: getattr(core, f.name) for f in fields(core) if f.name != "num_feature_levels"}
 
 
 def setup_cfg(config_file: str, opts=(), *, count_images: bool = True) -> CN:
