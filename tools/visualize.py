@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Pictures of one tile: detections, saliency heat maps per level, SR output vs bicubic vs HR, kept tokens.
 
-The tile is cut from each input image at ``--window X Y`` (top-left corner, HR pixels; default: the tile in the
-middle of the image) with the tile size of ``tools/predict.py`` (``--tile``/``--preset``/the training preset). In
+The tile is cut from each input image at ``--window X Y`` (top-left corner in the image's pixels; default: the tile
+in the middle of the image) with the tile size of ``tools/predict.py`` (``--tile``/``--preset``/the training preset). In
 ``--mode hr`` the HR tile is degraded (x1/s) into the model input, as in training, so the SR picture can show the
 HR ground truth and the PSNR; in ``--mode native`` the tile is the model input and no HR exists.
 
@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, nargs="+", help="image file(s), folder(s) or glob(s)")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--window", type=int, nargs=2, metavar=("X", "Y"), help="tile top-left corner (HR pixels)")
+    p.add_argument("--window", type=int, nargs=2, metavar=("X", "Y"), help="tile top-left corner (image pixels)")
     p.add_argument(
         "--pictures", nargs="+", choices=PICTURES, default=list(PICTURES), help="what to draw (all)"
     )
@@ -92,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             continue
         height, width = image.shape[:2]
-        corner = None if args.window is None else (args.window[0] // step, args.window[1] // step)
-        win = _window(width, height, tile // step, corner)
+        win = _window(width, height, tile // step, args.window)
         crop = crop_tile(image, win, 0, pad=False)
         lr = degrade(crop, s) if mode == "hr" else crop
         res = predictor.predict(
@@ -104,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         )[0]
         shown = crop if mode == "hr" else lr  # the pictures are drawn on the HR tile when there is one
         factor = s if mode == "hr" else 1
-        stem = f"{safe_stem(path.stem)}_x{win[0] * step}_y{win[1] * step}"
+        stem = f"{safe_stem(path.stem)}_x{win[0]}_y{win[1]}"
         pictures = {}
         if "boxes" in args.pictures:
             big = panel_size(*shown.shape[:2])  # small tiles are enlarged so that labels stay readable
