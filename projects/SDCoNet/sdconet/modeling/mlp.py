@@ -29,3 +29,22 @@ class MLP(nn.Module):
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x
+
+
+class FeedForward(nn.Module):
+    """Transformer FFN with a post-norm residual: ``LN(x + W2 · drop(ReLU(W1 x)))`` (DINO / Deformable-DETR).
+
+    Args:
+        dim: token channels. hidden_dim: FFN width (2048 in DINO). dropout: dropout probability.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden_dim)
+        self.linear2 = nn.Linear(hidden_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., dim)."""
+        return self.norm(x + self.dropout(self.linear2(self.dropout(torch.relu(self.linear1(x))))))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .box_ops import inverse_sigmoid
-from .mlp import MLP
+from .mlp import MLP, FeedForward
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding
 
@@ -34,9 +34,7 @@ class DINODecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.cross_attn = MSDeformAttn(dim, nheads, num_levels, num_points)
         self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm3 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, dim_feedforward, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -64,9 +62,7 @@ class DINODecoderLayer(nn.Module):
         cross = self.cross_attn(
             tgt + query_pos, reference_points, memory, spatial_shapes, level_start_index, memory_padding_mask
         )
-        tgt = self.norm1(tgt + self.dropout(cross))
-        ffn = self.linear2(self.dropout(torch.relu(self.linear1(tgt))))
-        return self.norm3(tgt + self.dropout(ffn))
+        return self.ffn(self.norm1(tgt + self.dropout(cross)))
 
 
 class DINODecoder(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .background_embedding import BackgroundEmbedding
+from .mlp import FeedForward
 from .ms_deform_attn import MSDeformAttn
 
 Selection = Tuple[torch.Tensor, torch.Tensor]  # (indices (B, N) long, counts (B,) long)
@@ -39,9 +40,7 @@ class DeformableEncoderLayer(nn.Module):
         super().__init__()
         self.self_attn = MSDeformAttn(dim, nheads, num_levels, num_points)
         self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = FeedForward(dim, dim_feedforward, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -73,9 +72,7 @@ class DeformableEncoderLayer(nn.Module):
             level_start_index,
             value_padding_mask,
         )
-        x = self.norm1(query + self.dropout(attn))
-        ffn = self.linear2(self.dropout(torch.relu(self.linear1(x))))
-        return self.norm2(x + self.dropout(ffn))
+        return self.ffn(self.norm1(query + self.dropout(attn)))
 
 
 def _gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
