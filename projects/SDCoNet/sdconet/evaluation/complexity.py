@@ -48,15 +48,7 @@ class InferencePath(nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor, pixel_mask: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        m = self.model
-        if m.serial:
-            sr = m.sr_decoder(m.sr_encoder(images))
-            enc = m.encoder(sr)
-            mask = ~m._hr_valid_mask(pixel_mask)
-        else:
-            enc = m.encoder(images)
-            mask = pixel_mask
-        out = m.detector(enc["stages"][1:], mask, None)
+        out, _ = self.model.inference_outputs(images, pixel_mask)
         saliency = tuple(out["saliency_logits"] or ())
         return (out["pred_logits"], out["pred_boxes"], *saliency)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -218,12 +218,24 @@ class SDCoNet(nn.Module):
         mse = (((a - b) ** 2) * valid).flatten(1).sum(1) / (valid.flatten(1).sum(1) * 3).clamp(min=1)
         return float((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).mean())
 
-    def _forward_eval(self, images, pixel_mask, return_sr, return_saliency, return_kept) -> List[dict]:
+    def inference_outputs(
+        self, images: torch.Tensor, pixel_mask: torch.Tensor, run_sr: bool = False
+    ) -> Tuple[dict, Optional[torch.Tensor]]:
+        """The deployed inference path on already-prepared inputs (no validation, no padding).
+
+        The SR decoder runs only when the variant needs it to detect (serial) or ``run_sr`` asks for it.
+
+        Returns:
+            the detector's raw outputs (see :meth:`DINODetector.forward`) and the SR image (B, 3, sH, sW) or None.
+        """
         enc = None if self.serial else self.encoder(images)
         sr = None
-        if self.serial or (return_sr and self.has_sr):
+        if self.serial or (run_sr and self.has_sr):
             sr = self._run_sr(images, enc)
-        outputs = self._detect(images, pixel_mask, None, enc=enc, sr_image=sr)
+        return self._detect(images, pixel_mask, None, enc=enc, sr_image=sr), sr
+
+    def _forward_eval(self, images, pixel_mask, return_sr, return_saliency, return_kept) -> List[dict]:
+        outputs, sr = self.inference_outputs(images, pixel_mask, run_sr=return_sr)
         results = topk_detections(outputs["pred_logits"], outputs["pred_boxes"], self.topk_test)
         self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
         valid_h = (~pixel_mask[:, :, 0]).sum(1).tolist()
@@ -264,8 +276,3 @@ def _split_levels(
         out.append(flat[start : start + h * w].view(h, w)[:vh, :vw])
         start += h * w
     return out
-
-
-def count_parameters(module: nn.Module, exclude: Sequence[str] = ()) -> int:
-    """Number of parameters, skipping children whose name starts with one of ``exclude``."""
-    return sum(p.numel() for n, p in module.named_parameters() if not any(n.startswith(e) for e in exclude))
