@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sdconet.modeling.box_ops import box_cxcywh_to_xyxy
-from sdconet.modeling.denoising import CDNQueryGenerator, cdn_box_noise, dn_attention_mask
+from sdconet.modeling.dino.denoising import CDNQueryGenerator, cdn_box_noise, dn_attention_mask
 
 C, D = 5, 16
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformerBlock
 
-from sdconet.modeling.detection_levels import DetectionLevels
-from sdconet.modeling.swin_blocks import run_swin_block, shifted_window_attention, window_shift
-from sdconet.modeling.swin_encoder import SwinEncoder
-from sdconet.modeling.swin_weights import load_swin_weights, to_official_layout
+from sdconet.modeling.backbone.swin_blocks import run_swin_block, shifted_window_attention, window_shift
+from sdconet.modeling.backbone.swin_encoder import SwinEncoder
+from sdconet.modeling.backbone.swin_weights import load_swin_weights, to_official_layout
+from sdconet.modeling.dino.levels import DetectionLevels
 
 SMALL = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
 

@@ -15,10 +15,10 @@ from sdconet.modeling.box_ops import (
     generalized_box_iou,
     inverse_sigmoid,
 )
-from sdconet.modeling.criterion import SetCriterion
-from sdconet.modeling.denoising import CDNQueryGenerator
-from sdconet.modeling.losses import l1_and_giou, sigmoid_focal_loss
-from sdconet.modeling.matcher import HungarianMatcher
+from sdconet.modeling.dino.denoising import CDNQueryGenerator
+from sdconet.modeling.losses.criterion import SetCriterion
+from sdconet.modeling.losses.functional import l1_and_giou, sigmoid_focal_loss
+from sdconet.modeling.losses.matcher import HungarianMatcher
 
 
 # ---------------------------------------------------------------------------------------------- box ops

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from sdconet.modeling import ops
-from sdconet.modeling.ms_deform_attn import MSDeformAttn
+from sdconet.modeling.dino.ms_deform_attn import MSDeformAttn
+from sdconet.modeling.dino.position_encoding import box_sine_embedding, sine_position_embedding
 from sdconet.modeling.ops import (
     get_msda_backend,
     ms_deform_attn_pytorch,
     multi_scale_deformable_attention,
     set_msda_backend,
 )
-from sdconet.modeling.position_encoding import box_sine_embedding, sine_position_embedding
 
 SHAPES = [(5, 7), (3, 2)]  # odd, non-square levels
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from sdconet.modeling.saliency import SaliencyPredictor, upsample_bilinear
-from sdconet.modeling.saliency_targets import (
+from sdconet.modeling.saliency.predictor import SaliencyPredictor, upsample_bilinear
+from sdconet.modeling.saliency.targets import (
     DEFAULT_GAUSSIAN_SIGMA,
     saliency_loss,
     saliency_targets,

@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from sdconet.modeling.detection_levels import DetectionLevels
-from sdconet.modeling.sr_decoder import PatchExpand, SRDecoder
-from sdconet.modeling.swin_encoder import SwinEncoder
+from sdconet.modeling.backbone.swin_encoder import SwinEncoder
+from sdconet.modeling.dino.levels import DetectionLevels
+from sdconet.modeling.sr.decoder import PatchExpand, SRDecoder
 
 ENC = dict(embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4), drop_path_rate=0.0)
 DEC = dict(

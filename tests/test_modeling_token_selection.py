@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sdconet.modeling.token_selection import (
+from sdconet.modeling.saliency.token_selection import (
     TokenSelection,
     expected_counts,
     kept_mask,

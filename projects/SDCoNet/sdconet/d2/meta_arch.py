@@ -25,8 +25,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, detector_postprocess
 from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
+from sdconet.modeling.backbone.swin_weights import load_swin_weights
 from sdconet.modeling.build import build_sdconet
-from sdconet.modeling.swin_weights import load_swin_weights
 
 from .config import sdconet_config_from_cfg
 

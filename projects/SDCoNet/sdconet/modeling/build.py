@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
+from .backbone.swin_encoder import SwinEncoder
 from .config import SDCoNetConfig
-from .detector import DINODetector
+from .dino.detector import DINODetector
 from .sdconet import SDCoNet
-from .sr_decoder import SRDecoder
-from .swin_encoder import SwinEncoder
+from .sr.decoder import SRDecoder
 
 #: The background-embedding tables cover at least a 1024 x 1024 LR input at stride 8.
 MIN_BACKGROUND_TABLE = 128

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbone.swin_encoder import SwinEncoder
 from .constants import PIXEL_MEAN, PIXEL_STD
-from .detector import DINODetector
+from .dino.detector import DINODetector
+from .losses.targets import sanitize_targets
 from .postprocess import topk_detections
-from .sr_decoder import SRDecoder
-from .swin_encoder import SwinEncoder
-from .targets import sanitize_targets
+from .sr.decoder import SRDecoder
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy
-from .denoising import DNMeta
-from .losses import l1_and_giou, sigmoid_focal_loss
+from ..box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy
+from ..dino.denoising import DNMeta
+from .functional import l1_and_giou, sigmoid_focal_loss
 from .matcher import HungarianMatcher
 
 __all__ = ["SetCriterion"]

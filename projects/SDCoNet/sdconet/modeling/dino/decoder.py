@@ -7,7 +7,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from .box_ops import inverse_sigmoid
+from ..box_ops import inverse_sigmoid
 from .mlp import MLP, FeedForward
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding

@@ -1,7 +1,7 @@
 """The shared Swin-T encoder (paper Sec. III-B, Eq. 1) built from timm's ``SwinTransformer``.
 
 The encoder keeps timm's ``patch_embed`` and ``layers`` (so parameter names are timm's and pretrained
-checkpoints load directly, see :mod:`sdconet.modeling.swin_weights`) and drops the classifier and final norm.
+checkpoints load directly, see :mod:`sdconet.modeling.backbone.swin_weights`) and drops the classifier and final norm.
 It runs the stages itself: ``patch_embed -> layers[i].downsample -> layers[i].blocks`` with
 :func:`~.swin_blocks.run_swin_block`, and passes every stage output through its own LayerNorm before
 converting NHWC -> NCHW.

@@ -1,4 +1,4 @@
-"""Load pretrained Swin weights into a :class:`~sdconet.modeling.swin_encoder.SwinEncoder`.
+"""Load pretrained Swin weights into a :class:`~sdconet.modeling.backbone.swin_encoder.SwinEncoder`.
 
 Accepted sources:
 

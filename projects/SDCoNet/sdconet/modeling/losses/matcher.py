@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy, generalized_box_iou
+from ..box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy, generalized_box_iou
 
 __all__ = ["HungarianMatcher"]
 

@@ -13,19 +13,19 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .box_ops import inverse_sigmoid
-from .criterion import SetCriterion
+from ..box_ops import inverse_sigmoid
+from ..losses.criterion import SetCriterion
+from ..losses.matcher import HungarianMatcher
+from ..saliency.predictor import SaliencyPredictor
+from ..saliency.targets import saliency_loss, saliency_targets
+from ..saliency.token_selection import select_tokens
+from .decoder import DINODecoder
 from .denoising import CDNQueryGenerator
-from .detection_levels import DetectionLevels
-from .matcher import HungarianMatcher
+from .encoder import SaliencyPrunedEncoder
+from .levels import DetectionLevels
 from .mlp import MLP
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import sine_position_embedding
-from .saliency import SaliencyPredictor
-from .saliency_targets import saliency_loss, saliency_targets
-from .token_selection import select_tokens
-from .transformer_decoder import DINODecoder
-from .transformer_encoder import SaliencyPrunedEncoder
 from .two_stage import ProposalMemory, encoder_proposals, token_centers
 
 #: Prior probability of the focal-loss class heads at initialisation (RetinaNet / DINO).

@@ -28,7 +28,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .swin_blocks import SwinBlock
+from ..backbone.swin_blocks import SwinBlock
 
 logger = logging.getLogger(__name__)
 

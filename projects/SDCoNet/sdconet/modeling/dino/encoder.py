@@ -1,6 +1,6 @@
 """Deformable transformer encoder whose layers update only the salient tokens (paper Eq. 8).
 
-Layer ``i`` gathers the tokens chosen for it (``sdconet.modeling.token_selection``), runs multi-scale deformable
+Layer ``i`` gathers the tokens chosen for it (``sdconet.modeling.saliency.token_selection``), runs multi-scale deformable
 self-attention + FFN on them only, and scatters them back; the other valid tokens keep their values and receive
 the learnable background embedding ``B_ij = [R_i || C_j]``. Without a selection every token is updated (plain
 DINO encoder).
@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .background_embedding import BackgroundEmbedding
+from ..saliency.background_embedding import BackgroundEmbedding
 from .mlp import FeedForward
 from .ms_deform_attn import MSDeformAttn
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import multi_scale_deformable_attention
+from ..ops import multi_scale_deformable_attention
 
 __all__ = ["MSDeformAttn"]
 

@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from .box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy, elementwise_generalized_box_iou
+from ..box_ops import box_cxcywh_to_xyxy, check_boxes_xyxy, elementwise_generalized_box_iou
 
 __all__ = ["sigmoid_focal_loss", "l1_and_giou"]
 
