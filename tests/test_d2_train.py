@@ -71,6 +71,20 @@ def test_resolved_schedule(synth, tmp_path):
     assert s.CHECKPOINT_PERIOD == 1 and cfg.TEST.EVAL_PERIOD == 0
 
 
+def test_budget_epochs_scales_the_stage_switch_and_lr_steps(synth, tmp_path):
+    from sdconet.d2.schedule import sr_start_epoch
+
+    # 2 train tiles, batch 1 -> 2 iterations/epoch; recipe 6 epochs, LR step 3, SR from 2; budget 3 = x0.5
+    cfg = _cfg(tmp_path, "SOLVER.IMS_PER_BATCH", "1", "SOLVER.MAX_EPOCHS", "6", "SOLVER.STEPS_EPOCHS", "[3]",
+               "SOLVER.SR_START_EPOCH", "2", "SOLVER.BUDGET_EPOCHS", "3")  # fmt: skip
+    s = cfg.SOLVER
+    assert (s.ITERS_PER_EPOCH, s.MAX_ITER, tuple(s.STEPS), s.SR_START_ITER) == (2, 6, (3,), 2)
+    assert sr_start_epoch(cfg) == 1.0 and s.MAX_EPOCHS == 6  # the recipe keys stay as written
+    trainer = SDCoNetTrainer(cfg)
+    stage_hook = trainer._hooks[0]
+    assert stage_hook.policy.sr_start_iter(s.ITERS_PER_EPOCH) == s.SR_START_ITER == 2
+
+
 def test_train_loss_keys_identical_with_and_without_objects(synth, tmp_path):
     model = SDCoNetTrainer.build_model(_cfg(tmp_path)).train()
     for sr in (False, True):

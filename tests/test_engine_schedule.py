@@ -72,3 +72,20 @@ def test_milestones_beyond_the_run_are_dropped_and_periods():
 def test_schedule_rejects_bad_recipes(kwargs):
     with pytest.raises(ValueError):
         EpochSchedule.from_epochs(num_images=10, ims_per_batch=2, **kwargs)
+
+
+def test_scale_recipe_keeps_the_fractions_of_the_paper_recipe():
+    from sdconet.engine.schedule import scale_recipe
+
+    r = scale_recipe(max_epochs=52, steps_epochs=(27,), sr_start_epoch=16, budget_epochs=3)
+    assert r.max_epochs == 3 and r.scale == pytest.approx(3 / 52)
+    assert r.sr_start_epoch == pytest.approx(16 * 3 / 52) and r.steps_epochs == pytest.approx((27 * 3 / 52,))
+    # NWPU VHR-10-Split train (2531 tiles), batch 4: SR from iteration 584 of 1899, LR step at 986
+    s = EpochSchedule.from_epochs(
+        num_images=2531, ims_per_batch=4, max_epochs=r.max_epochs, steps_epochs=r.steps_epochs,
+        sr_start_epoch=r.sr_start_epoch,
+    )  # fmt: skip
+    assert (s.max_iter, s.steps, s.sr_start_iter) == (1899, (986,), 584)
+    assert 0 < s.sr_start_iter < s.steps[0] < s.max_iter  # the SR branch trains in a short run
+    with pytest.raises(ValueError, match="budget_epochs"):
+        scale_recipe(max_epochs=52, steps_epochs=(), sr_start_epoch=16, budget_epochs=0)

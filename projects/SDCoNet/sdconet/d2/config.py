@@ -144,6 +144,11 @@ def add_sdconet_config(cfg: CN) -> None:
     cfg.SOLVER.STEPS_EPOCHS = [27]
     # Gradient routing: first epoch (0-based) of stage 2, where the SR branch and loss_sr switch on.
     cfg.SOLVER.SR_START_EPOCH = 16
+    # Short runs of a long recipe: 0 = off; > 0 = train this many (whole) epochs instead of MAX_EPOCHS, with
+    # SR_START_EPOCH and STEPS_EPOCHS moved to the same fractions of the run (x BUDGET_EPOCHS / MAX_EPOCHS; e.g.
+    # 3 epochs of the 52-epoch recipe: SR from epoch 0.92, LR step at epoch 1.56), so the SR branch still trains.
+    # Checkpoint and evaluation periods stay in epochs. The resulting iterations are the derived keys below.
+    cfg.SOLVER.BUDGET_EPOCHS = 0
     # Derived: first iteration of stage 2 (SR_START_EPOCH x ITERS_PER_EPOCH).
     cfg.SOLVER.SR_START_ITER = -1
     # Derived: ceil(#training images after the loader's filtering / IMS_PER_BATCH).

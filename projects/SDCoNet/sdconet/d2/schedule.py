@@ -7,9 +7,9 @@ import logging
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
 
-from sdconet.engine.schedule import EpochSchedule
+from sdconet.engine.schedule import EpochSchedule, scale_recipe
 
-__all__ = ["count_train_images", "resolve_cfg"]
+__all__ = ["count_train_images", "resolve_cfg", "sr_start_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,39 @@ def _resolve_num_classes(cfg: CfgNode) -> None:
     cfg.MODEL.SDCONET.NUM_CLASSES = len(classes)
 
 
+def _recipe(cfg: CfgNode):
+    """(max_epochs, steps_epochs, sr_start_epoch) actually trained: the config's, or scaled to BUDGET_EPOCHS."""
+    s = cfg.SOLVER
+    budget = getattr(s, "BUDGET_EPOCHS", 0)
+    if budget < 0:
+        raise ValueError(f"SOLVER.BUDGET_EPOCHS must be >= 0 (got {budget})")
+    if budget > 0:
+        if s.MAX_EPOCHS <= 0:
+            raise ValueError("SOLVER.BUDGET_EPOCHS needs an epoch recipe (SOLVER.MAX_EPOCHS > 0) to scale")
+        r = scale_recipe(
+            max_epochs=s.MAX_EPOCHS,
+            steps_epochs=tuple(s.STEPS_EPOCHS),
+            sr_start_epoch=s.SR_START_EPOCH,
+            budget_epochs=budget,
+        )
+        return r.max_epochs, r.steps_epochs, r.sr_start_epoch
+    return s.MAX_EPOCHS, tuple(s.STEPS_EPOCHS), s.SR_START_EPOCH
+
+
+def sr_start_epoch(cfg: CfgNode) -> float:
+    """First (possibly fractional) epoch of stage 2 that this run uses (``SOLVER.SR_START_EPOCH``, scaled by
+    ``SOLVER.BUDGET_EPOCHS / SOLVER.MAX_EPOCHS`` when a budget is set)."""
+    return _recipe(cfg)[2]
+
+
 def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
     """Fill the derived keys in place (the config must not be frozen) and return it.
 
     * ``MODEL.SDCONET.NUM_CLASSES`` = 0 -> ``len(thing_classes)`` of the first train (or test) dataset.
     * ``SOLVER.ITERS_PER_EPOCH`` = ceil(N / IMS_PER_BATCH), N = training images after the loader's filtering, and
       ``SOLVER.SR_START_ITER`` = SR_START_EPOCH x ITERS_PER_EPOCH (the iteration where stage 2 starts).
+    * ``SOLVER.BUDGET_EPOCHS > 0`` trains that many epochs of the recipe, with ``SR_START_EPOCH`` and
+      ``STEPS_EPOCHS`` scaled to the same fractions of the run (:func:`sdconet.engine.schedule.scale_recipe`).
     * With ``SOLVER.MAX_EPOCHS > 0`` also ``SOLVER.MAX_ITER``, ``SOLVER.STEPS``, ``SOLVER.CHECKPOINT_PERIOD`` and
       ``TEST.EVAL_PERIOD`` from their epoch counterparts; ``MAX_EPOCHS = 0`` keeps the iteration keys as given.
 
@@ -79,15 +106,14 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
     if not count_images:
         return cfg
     n = count_train_images(cfg)
-    epochs = (
-        s.MAX_EPOCHS if s.MAX_EPOCHS > 0 else max(1.0, s.SR_START_EPOCH)
-    )  # iteration recipe: only ipe used
+    max_epochs, steps_epochs, sr_start = _recipe(cfg)
+    epochs = max_epochs if s.MAX_EPOCHS > 0 else max(1.0, sr_start)  # iteration recipe: only ipe used
     sched = EpochSchedule.from_epochs(
         num_images=n,
         ims_per_batch=s.IMS_PER_BATCH,
         max_epochs=epochs,
-        steps_epochs=tuple(s.STEPS_EPOCHS) if s.MAX_EPOCHS > 0 else (),
-        sr_start_epoch=s.SR_START_EPOCH,
+        steps_epochs=steps_epochs if s.MAX_EPOCHS > 0 else (),
+        sr_start_epoch=sr_start,
         eval_period_epochs=cfg.TEST.EVAL_PERIOD_EPOCHS,
         checkpoint_period_epochs=s.CHECKPOINT_PERIOD_EPOCHS,
     )
@@ -98,6 +124,17 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
         s.STEPS = sched.steps
         s.CHECKPOINT_PERIOD = sched.checkpoint_period
         cfg.TEST.EVAL_PERIOD = sched.eval_period
+    if s.BUDGET_EPOCHS > 0:
+        logger.info(
+            "SOLVER.BUDGET_EPOCHS %d: the %s-epoch recipe is scaled by %d/%s -- LR steps at epochs %s, SR from "
+            "epoch %.3f (the same fractions of the run)",
+            s.BUDGET_EPOCHS,
+            s.MAX_EPOCHS,
+            s.BUDGET_EPOCHS,
+            s.MAX_EPOCHS,
+            [round(e, 3) for e in steps_epochs],
+            sr_start,
+        )
     logger.info(
         "Schedule: %d training images, total batch %d -> %d iterations/epoch; MAX_ITER %d (%s epochs); LR steps %s; "
         "SR branch (stage 2) from iteration %d (epoch %s); checkpoint every %d, evaluation every %d iterations",
@@ -105,10 +142,10 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
         s.IMS_PER_BATCH,
         s.ITERS_PER_EPOCH,
         s.MAX_ITER,
-        s.MAX_EPOCHS if s.MAX_EPOCHS > 0 else "iteration recipe",
+        max_epochs if s.MAX_EPOCHS > 0 else "iteration recipe",
         list(s.STEPS),
         s.SR_START_ITER,
-        s.SR_START_EPOCH,
+        round(sr_start, 3),
         s.CHECKPOINT_PERIOD,
         cfg.TEST.EVAL_PERIOD,
     )

@@ -18,6 +18,7 @@ from sdconet.engine.routing import StagePolicy
 
 from .hooks import SRStageHook, TrainingStatsHook
 from .mapper import SDCoNetDatasetMapper
+from .schedule import sr_start_epoch
 from .solver import build_sdconet_optimizer, core_of
 from .sr_evaluator import SREvaluator
 
@@ -98,7 +99,7 @@ class SDCoNetTrainer(DefaultTrainer):
     def build_hooks(self) -> List[hooks.HookBase]:
         ret = super().build_hooks()
         core = core_of(self.model)
-        policy = StagePolicy(sr_start_epoch=self.cfg.SOLVER.SR_START_EPOCH, has_sr=bool(core.has_sr))
+        policy = StagePolicy(sr_start_epoch=sr_start_epoch(self.cfg), has_sr=bool(core.has_sr))
         ret.insert(0, SRStageHook(policy, self.cfg.SOLVER.ITERS_PER_EPOCH))
         writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         ret.insert(writer_at, TrainingStatsHook())

@@ -20,7 +20,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Sequence, Tuple
 
-__all__ = ["EpochSchedule", "epoch_of_iter", "epochs_to_iters", "iters_per_epoch"]
+__all__ = [
+    "EpochSchedule",
+    "ScaledRecipe",
+    "epoch_of_iter",
+    "epochs_to_iters",
+    "iters_per_epoch",
+    "scale_recipe",
+]
 
 
 def iters_per_epoch(num_images: int, ims_per_batch: int) -> int:
@@ -62,6 +69,47 @@ def epoch_of_iter(iteration: int, iters_per_epoch: int) -> int:
     if iteration < 0:
         raise ValueError(f"epoch_of_iter: iteration must be >= 0 (got {iteration})")
     return iteration // iters_per_epoch
+
+
+@dataclass(frozen=True)
+class ScaledRecipe:
+    """An epoch recipe shortened to a budget (see :func:`scale_recipe`); all values in (fractional) epochs."""
+
+    max_epochs: float
+    steps_epochs: Tuple[float, ...]
+    sr_start_epoch: float
+    scale: float
+
+
+def scale_recipe(
+    *, max_epochs: float, steps_epochs: Sequence[float], sr_start_epoch: float, budget_epochs: float
+) -> ScaledRecipe:
+    """Shorten an epoch recipe to ``budget_epochs``, keeping the stage switch and LR milestones at the same
+    *fractions* of the run.
+
+    A 3-epoch run of the paper's 52-epoch recipe (SR from epoch 16, LR x0.1 at 27) would otherwise never reach the
+    SR stage (DINO+SR would equal DINO). Scaled by 3/52: SR from epoch 0.923, LR step at epoch 1.558.
+
+    Args:
+        max_epochs: the recipe's length (> 0).
+        steps_epochs: its LR milestones in epochs.
+        sr_start_epoch: its first epoch of stage 2 (SR on).
+        budget_epochs: the length actually trained (> 0).
+
+    Raises:
+        ValueError: on a non-positive length or budget.
+    """
+    if max_epochs <= 0:
+        raise ValueError(f"scale_recipe: max_epochs must be > 0 (got {max_epochs})")
+    if budget_epochs <= 0:
+        raise ValueError(f"scale_recipe: budget_epochs must be > 0 (got {budget_epochs})")
+    f = budget_epochs / max_epochs
+    return ScaledRecipe(
+        max_epochs=float(budget_epochs),
+        steps_epochs=tuple(e * f for e in steps_epochs),
+        sr_start_epoch=sr_start_epoch * f,
+        scale=f,
+    )
 
 
 @dataclass(frozen=True)
