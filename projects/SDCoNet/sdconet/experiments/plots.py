@@ -39,12 +39,19 @@ def plot_curves(results: Sequence[RunResult], path: Path, *, title: str = "") ->
         ipe = r.schedule.get("iters_per_epoch") or 0
         to_x = (lambda it, ipe=ipe: it / ipe) if ipe and ipe > 0 else (lambda it: it)
         name = f"{r.label} (seed {r.seed})"
-        loss = smooth(r.curves.get("loss", []), 25)
+        raw = r.curves.get("loss", [])
+        loss = smooth(raw, max(1, min(25, len(raw) // 10)))
         if loss:
             axes[0].plot([to_x(it) for it, _ in loss], [v for _, v in loss], color=color, lw=1.2, label=name)
         evals = r.curves.get("evals", [])
         for ax, key in ((axes[1], "AP"), (axes[2], "AP50")):
-            pts = [(to_x(it), m.get(key)) for it, m in evals if m.get(key) is not None]
+            # a periodic evaluation is logged at the iteration that just ran (it + 1 done), the final one at MAX_ITER
+            max_iter = r.schedule.get("max_iter") or 0
+            pts = [
+                (to_x(it + 1 if it < max_iter else it), m.get(key))
+                for it, m in evals
+                if m.get(key) is not None
+            ]
             if pts:
                 ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", color=color, label=name)
         s = r.schedule
@@ -55,7 +62,7 @@ def plot_curves(results: Sequence[RunResult], path: Path, *, title: str = "") ->
                          va="top", fontsize=8, color="grey")  # fmt: skip
             switch_drawn = True
     unit = "epoch" if any(r.schedule.get("iters_per_epoch", 0) > 0 for r in results) else "iteration"
-    axes[0].set(title="training loss (running median of 25)", xlabel=unit, ylabel="total_loss")
+    axes[0].set(title="training loss (running median)", xlabel=unit, ylabel="total_loss")
     axes[1].set(title="COCO AP at each evaluation", xlabel=unit, ylabel="AP (%)")
     axes[2].set(title="COCO AP50 at each evaluation", xlabel=unit, ylabel="AP50 (%)")
     for ax in axes:
