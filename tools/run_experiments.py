@@ -38,6 +38,15 @@ from sdconet.experiments.suites import SIZES
 
 logger = logging.getLogger("run_experiments")
 
+#: environment variables that change what or how fast a run trains; written into commands.sh when set
+RECORDED_ENV = (
+    "SDCONET_DATASETS",
+    "SDCONET_MSDA_BACKEND",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
     train_cmd = shlex.split(args.train_cmd) if args.train_cmd else None
 
     # The exact commands (first-time form; the driver adds --resume to continue an unfinished run).
-    env = {k: os.environ[k] for k in ("SDCONET_DATASETS",) if k in os.environ}
+    env = {k: os.environ[k] for k in RECORDED_ENV if k in os.environ}
     driver = ["tools/run_experiments.py", *(sys.argv[1:] if argv is None else argv)]
     lines = [
         "#!/usr/bin/env bash",
