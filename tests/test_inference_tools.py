@@ -64,11 +64,12 @@ def test_predict_folder_with_bad_files_gt_ids_evaluation_and_pngs(setup, capsys)
         "0.0",
         "--quiet",
     ]
-    assert load_tool("predict").main(args) == 0
+    assert load_tool("predict").main(args) == 3  # some inputs failed, the others' results are written
     printed = capsys.readouterr()
     assert "broken.png" in printed.err  # reported ...
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images_done"] == 2 and summary["images_unreadable"] == 1  # ... skipped and counted
+    assert summary["images_failed"] == 1 and summary["failed"][0]["file_name"].endswith("broken.png")
     assert summary["tile"] == 128 and summary["overlap"] == 64  # the synthetic preset of the config's dataset
     assert summary["tiles"] == 9 + 1
     images = json.loads((out / "images.json").read_text())
@@ -94,7 +95,8 @@ def test_predict_folder_with_bad_files_gt_ids_evaluation_and_pngs(setup, capsys)
     assert "Scene-level COCO box AP" in printed.out
     assert read_image_rgb(out / "vis" / "scene_a.png").shape == (200, 240, 3)
     assert read_image_rgb(out / "vis" / "gray16.png").shape == (100, 128, 3)
-    # The evaluation tool scores the same results (ids remapped through images.json) to the same numbers.
+    # The evaluation tool scores the same results (ids remapped through images.json) to the same numbers; the
+    # predicted image that is not in the ground truth is named and makes the exit status "partial".
     assert (
         load_tool("evaluate_scenes").main(
             [
@@ -106,9 +108,11 @@ def test_predict_folder_with_bad_files_gt_ids_evaluation_and_pngs(setup, capsys)
                 str(out / "again.json"),
             ]
         )
-        == 0
+        == 3
     )
-    assert json.loads((out / "again.json").read_text())["metrics"] == report["metrics"]
+    assert "gray16.png" in capsys.readouterr().err
+    again = json.loads((out / "again.json").read_text())
+    assert again["metrics"] == report["metrics"] and len(again["images_not_in_gt"]) == 1
 
 
 def test_predict_glob_native_mode_wbf_and_errors(setup, capsys):
@@ -136,7 +140,8 @@ def test_predict_glob_native_mode_wbf_and_errors(setup, capsys):
     assert summary["tiles"] == 6  # 240x200 native pixels cut into 128-px tiles with 32 px overlap
     assert not (out / "vis").exists()
     predict = load_tool("predict")
-    assert predict.main(base + ["--input", str(setup["root"] / "nothing_*.png"), "--output", str(out)]) == 2
+    fresh = setup["root"] / "pred_errors"  # (a folder with earlier results would be refused first)
+    assert predict.main(base + ["--input", str(setup["root"] / "nothing_*.png"), "--output", str(fresh)]) == 2
     assert "no file matches" in capsys.readouterr().err
     five = setup["root"] / "five.yaml"
     five.write_text(f"_BASE_: {QUICK}\nMODEL:\n  SDCONET:\n    NUM_CLASSES: 5\n")
@@ -148,7 +153,7 @@ def test_predict_glob_native_mode_wbf_and_errors(setup, capsys):
         "--input",
         str(setup["scenes"]),
         "--output",
-        str(out),
+        str(fresh),
     ]
     assert predict.main(bad) == 2
     assert "enc_class_head.weight (checkpoint (3, 64) vs model (5, 64))" in capsys.readouterr().err

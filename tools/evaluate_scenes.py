@@ -10,6 +10,11 @@ ground truth's through ``images.json`` next to it (file names matched by path su
 AP is reported for every ``--max-dets`` (default 100 = COCO standard, and 1000 for dense scenes), overall and per
 class; only the scenes that were predicted are scored unless ``--all-images`` is given.
 
+Same reliability policy as ``tools/predict.py``: ``--out`` is checked before any work and an existing file is
+replaced only with ``--overwrite``; unreadable or invalid files are named. Exit status: 0 every predicted image was
+scored; 2 nothing started (bad argument, unreadable ground truth / results, ``--out`` unusable); 3 some predicted
+images are not in the ground truth (named; the others are scored); 4 none of them is.
+
 Example::
 
     python tools/evaluate_scenes.py --gt datasets/nwpu_vhr10_split/annotations/scenes_test.json \\
@@ -19,26 +24,23 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from sdconet.data.atomic import atomic_write_json
+from sdconet.inference.cli import load_json_file
 from sdconet.inference.coco_results import match_image_ids
+from sdconet.inference.run_policy import ExitCode, check_output_file, exit_code_for
 from sdconet.inference.scene_eval import DEFAULT_MAX_DETS, evaluate_scenes, format_report
-
-
-def _load(path: str, what: str):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {what} {path!r}: {exc}") from exc
 
 
 def remap_results(gt: dict, results: list, images: dict | None) -> tuple[list, list[int], list[str]]:
     """Results with image ids translated to the ground truth's; the GT ids covered; input files not in the GT."""
-    if images is None:
-        return results, sorted({int(r["image_id"]) for r in results}), []
+    if images is None:  # the results' ids are the ground truth's
+        known = {int(img["id"]) for img in gt.get("images", [])}
+        ids = sorted({int(r["image_id"]) for r in results})
+        kept = [r for r in results if int(r["image_id"]) in known]
+        return kept, [i for i in ids if i in known], [f"image_id {i}" for i in ids if i not in known]
     files = [str(img["file_name"]) for img in images.get("images", [])]
     found = match_image_ids(gt, files)
     mapping = {
@@ -68,27 +70,36 @@ def main(argv=None) -> int:
         "--all-images", action="store_true", help="score every GT scene (unpredicted ones as misses)"
     )
     p.add_argument("--out", help="write the report as json here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args(argv)
     try:
-        gt = _load(args.gt, "ground truth")
-        results = _load(args.results, "results")
+        if args.out:
+            check_output_file(args.out, overwrite=args.overwrite)
+        gt = load_json_file(args.gt, "--gt")
+        results = load_json_file(args.results, "--results")
         if not isinstance(results, list):
-            raise ValueError(f"{args.results!r} is not a COCO results list")
+            raise ValueError(f"--results {args.results!r} is not a COCO results list")
         images_path = Path(args.images) if args.images else Path(args.results).with_name("images.json")
-        images = _load(str(images_path), "images") if images_path.is_file() else None
+        images = load_json_file(images_path, "--images") if images_path.is_file() else None
         results, ids, missing = remap_results(gt, results, images)
-        if missing:
-            print(f"warning: {len(missing)} predicted image(s) not in the ground truth: {missing[:5]}")
+        predicted = len(ids) + len(missing)
+        for name in missing[:20]:
+            print(f"failed: {name}: not in the ground truth {args.gt!r}", file=sys.stderr)
         if args.all_images:
             ids = [int(img["id"]) for img in gt.get("images", [])]
         report = evaluate_scenes(gt, results, args.max_dets, args.ignore_difficult, image_ids=ids)
     except (ValueError, KeyError) as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return 2
+        return int(ExitCode.SETUP_ERROR)
+    report["images_not_in_gt"] = missing
     print(format_report(report))
+    if missing:
+        print(
+            f"{len(missing)} of {predicted} predicted image(s) are not in the ground truth and were not scored"
+        )
     if args.out:
         atomic_write_json(args.out, report, indent=1)
-    return 0
+    return exit_code_for(predicted - len(missing), len(missing)) if predicted else int(ExitCode.OK)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """sdconet.inference: whole-scene (sliced) prediction with a trained SDCoNet, framework-free.
 
-:class:`Predictor` (checkpoint + config -> batched predictions on 8-bit RGB tiles), :func:`predict_scene` (tile, predict,
-map to scene coordinates, merge), merging options, COCO results, scene-level evaluation and the pictures. Names are
-imported lazily.
+:class:`Predictor` (checkpoint + config -> batched predictions on 8-bit RGB tiles), :class:`SceneRunner` (the
+whole-scene loop over many scenes: sources, tiling, batching, per-scene merge), :func:`predict_scene` (one in-memory
+scene), merging options, COCO results, scene-level evaluation and the pictures. Names are imported lazily.
 """
 
 from __future__ import annotations
@@ -13,7 +13,18 @@ from typing import Any
 _EXPORTS = {
     "Predictor": "predictor",
     "predict_scene": "scene",
-    "SceneDetections": "scene",
+    "SceneDetections": "accumulator",
+    "RawTileDetections": "accumulator",
+    "merge_raw": "accumulator",
+    "SceneRunner": "runner",
+    "SceneResult": "runner",
+    "SceneFailure": "runner",
+    "TilingOptions": "tiling",
+    "SceneInput": "sources",
+    "ImageSource": "sources",
+    "ArraySource": "sources",
+    "open_scene": "sources",
+    "ExitCode": "run_policy",
     "MergeOptions": "merge",
     "merge_detections": "merge",
     "CheckpointMismatchError": "checkpoint",

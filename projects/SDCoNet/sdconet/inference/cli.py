@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .dataset_info import DATASET_TILING, class_names_from_coco, dataset_key
 from .merge import MATCH_METRICS, MERGE_METHODS, MergeOptions
@@ -22,6 +24,7 @@ __all__ = [
     "add_tiling_arguments",
     "build_predictor",
     "collect_inputs",
+    "load_json_file",
     "merge_options",
     "parse_overlap",
     "resolve_tiling",
@@ -207,3 +210,23 @@ def collect_inputs(specs: Sequence[str], recursive: bool = False) -> list[Path]:
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def load_json_file(path: str | os.PathLike, option: str) -> Any:
+    """Parse a JSON file given on the command line.
+
+    Raises:
+        ValueError: the file cannot be read or is not valid JSON (the message names the option, the file and, for
+            bad JSON, the line and column).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{option} {str(path)!r}: cannot be read: {reason}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{option} {str(path)!r}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
+        ) from exc

@@ -168,10 +168,17 @@ class Predictor:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------------------- running
-    def _batch(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (B, 3, H, W) batch padded bottom/right with 0 (= the mean colour) and its padding mask."""
+    def _batch(
+        self, images: Sequence[np.ndarray], pad_to: tuple[int, int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (B, 3, H, W) batch padded bottom/right with 0 (= the mean colour) and its padding mask; H, W
+        are the largest input's, or ``pad_to`` (which must hold every input)."""
         h = max(im.shape[0] for im in images)
         w = max(im.shape[1] for im in images)
+        if pad_to is not None:
+            if h > pad_to[0] or w > pad_to[1]:
+                raise ValueError(f"Predictor: an input of {h}x{w} pixels does not fit pad_to={tuple(pad_to)}")
+            h, w = int(pad_to[0]), int(pad_to[1])
         batch = torch.zeros((len(images), 3, h, w), dtype=torch.float32, device=self.device)
         mask = torch.ones((len(images), h, w), dtype=torch.bool, device=self.device)
         for i, im in enumerate(images):
@@ -193,6 +200,7 @@ class Predictor:
         return_sr: bool = False,
         return_saliency: bool = False,
         return_kept: bool = False,
+        pad_to: tuple[int, int] | None = None,
     ) -> list[dict[str, Any]]:
         """Detect objects in LR model inputs.
 
@@ -201,6 +209,8 @@ class Predictor:
             return_sr: also return the SR image (variants with an SR branch).
             return_saliency: also return the per-level saliency maps (saliency variants).
             return_kept: also return the per-layer kept-token maps (token-filtering variants).
+            pad_to: pad every batch to this ``(h, w)`` (with the padding mask) instead of its largest input, so that
+                all forward passes have one shape.
 
         Returns:
             One dict per image: ``boxes`` (k, 4) float32 ``x1, y1, x2, y2`` in that image's pixels, ``scores`` (k,)
@@ -212,7 +222,7 @@ class Predictor:
         out: list[dict[str, Any]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            batch, mask = self._batch(chunk)
+            batch, mask = self._batch(chunk, pad_to)
             with self._autocast():
                 results = self.model(
                     batch,
