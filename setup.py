@@ -1,12 +1,14 @@
 """Install the framework-free ``sdconet`` package (the detectron2 adapter is imported lazily).
 
     pip install -e .          # runtime
-    pip install -e ".[dev]"   # + pytest, ruff
+    pip install -e ".[geo]"   # + rasterio, pyogrio (GeoTIFF/COG/VRT in, GeoJSON/GeoPackage out)
+    pip install -e ".[dev]"   # + pytest, ruff and the geo extra (so CI tests it)
 """
 
 from setuptools import find_packages, setup
 
 PACKAGE_ROOT = "projects/SDCoNet"
+GEO = ["rasterio>=1.3", "pyogrio>=0.7"]
 
 setup(
     name="sdconet",
@@ -31,11 +33,14 @@ setup(
         "numpy",
         "scipy",
         "pillow",
+        "tifffile",
         "tqdm",
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.5"],
+        # Georeferenced rasters (windowed reading, COG/VRT, GSD) and GeoJSON/GeoPackage output (tools/predict.py --geo).
+        "geo": GEO,
+        "dev": ["pytest>=7", "ruff>=0.5", *GEO],
         # Optional peer model for tools/benchmark.py (never a core dependency).
         "peer": ["transformers"],
     },

@@ -41,7 +41,7 @@ def test_rgba_drops_alpha_without_compositing(tmp_path):
 def test_16bit_gray_full_range_scaling(tmp_path):
     values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "g16.png"), values)
-    out = read_image_rgb(tmp_path / "g16.png")
+    out = read_image_rgb(tmp_path / "g16.png", scaling="full")
     assert out[..., 0].tolist() == [[0, 1, 128, 255]]
 
 
@@ -49,15 +49,15 @@ def test_16bit_rgb_keeps_channel_order(tmp_path):
     rgb16 = np.zeros((2, 2, 3), dtype=np.uint16)
     rgb16[..., 0] = 65535  # red in RGB order
     cv2.imwrite(str(tmp_path / "c16.tif"), rgb16[..., ::-1])  # OpenCV writes BGR
-    out = read_image_rgb(tmp_path / "c16.tif")
+    out = read_image_rgb(tmp_path / "c16.tif", scaling="full")
     assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all()
 
 
 def test_16bit_percentile_stretch(tmp_path):
     dark = np.arange(100, dtype=np.uint16).reshape(10, 10) * 40  # 12-bit-like data, max 3960
     cv2.imwrite(str(tmp_path / "d.png"), dark)
-    full = read_image_rgb(tmp_path / "d.png")
-    stretched = read_image_rgb(tmp_path / "d.png", uint16_scaling="percentile")
+    full = read_image_rgb(tmp_path / "d.png", scaling="full")
+    stretched = read_image_rgb(tmp_path / "d.png")  # the default
     assert full.max() <= 16
     assert stretched.min() == 0 and stretched.max() == 255
 
@@ -65,7 +65,7 @@ def test_16bit_percentile_stretch(tmp_path):
 def test_float_reflectance_is_scaled(tmp_path):
     refl = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
     cv2.imwrite(str(tmp_path / "f.tif"), refl)
-    assert read_image_rgb(tmp_path / "f.tif")[..., 0].tolist() == [[0, 128, 255]]
+    assert read_image_rgb(tmp_path / "f.tif", scaling="full")[..., 0].tolist() == [[0, 128, 255]]
 
 
 def test_truncated_jpeg_raises_naming_the_path(tmp_path):

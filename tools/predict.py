@@ -207,7 +207,7 @@ def prepare(args: argparse.Namespace) -> dict:
         "score_thresh": args.score_thresh,
         "merge": asdict(options),
         "precision": args.precision,
-        "uint16_scaling": args.uint16_scaling,
+        "uint16_scaling": args.scaling,
         "sr_scale": predictor.sr_scale,
     }
     digest = settings_hash(settings)
@@ -272,7 +272,7 @@ def predict_all(
     bar = tqdm(total=len(todo), desc="scenes", unit="img", disable=args.quiet)
     tiles_bar = tqdm(desc="tiles", unit="tile", leave=False, disable=args.quiet)
     runner.on_tiles = lambda _scene, n: tiles_bar.update(n)
-    scenes = (SceneInput.from_path(p, uint16_scaling=args.uint16_scaling) for p in todo)
+    scenes = (SceneInput.from_path(p, uint16_scaling=args.scaling) for p in todo)
     with PartsWriter(out_dir, digest) as parts, interruptible():
         try:
             with contextlib.closing(runner.run(scenes)) as events:

@@ -142,7 +142,7 @@ def draw_one(args, predictor, path, mode: str, tile: int, source: str, out) -> N
     """All requested pictures of one input."""
     s = predictor.sr_scale
     step = s if mode == "native" else 1
-    image = read_image_rgb(path, uint16_scaling=args.uint16_scaling)
+    image = read_image_rgb(path, uint16_scaling=args.scaling)
     height, width = image.shape[:2]
     if mode == "hr" and min(height, width) < s:
         raise ValueError(f"a {width}x{height} image is smaller than the SR factor {s}")

@@ -12,9 +12,11 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from .bands import parse_bands
 from .errors import DataError
 from .prepare import PrepareResult, TilingOptions, prepare_split_dataset
 from .records import SourceDataset
+from .scaling import DEFAULT_SCALING, SCALINGS
 from .stats import stats_markdown
 from .tiler import DEFAULT_MIN_VISIBLE, PRESETS
 
@@ -53,12 +55,7 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, preset: str) -> None:
     add("--drop-empty", action="store_true", help="do not write tiles without objects")
     add("--image-format", choices=("png", "jpg"), default="png", help="tile format (default png)")
     add("--jpeg-quality", type=int, default=95, help="quality of jpg tiles (default 95)")
-    add(
-        "--uint16-scaling",
-        choices=("full", "percentile"),
-        default="full",
-        help="16-bit/float to 8-bit: 'full' = v/257 (default), 'percentile' = 2-98%% stretch per image",
-    )
+    add_band_arguments(parser.add_argument_group("bands and 16-bit data"))
     add = parser.add_argument_group("LR/HR pairs").add_argument
     add("--lr-scale", type=int, default=2, help="degradation factor for LR statistics/copies (2)")
     add("--write-lr", action="store_true", help="also write bicubic LR copies (<split>/images_lr_x<s>)")
@@ -69,6 +66,25 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, preset: str) -> None:
     add("--lenient", action="store_true", help="skip (and count) unparseable annotation lines")
     add("--limit", type=int, default=None, help="use only the first N source images (quick tests)")
     add("--quiet", action="store_true", help="no progress bar")
+
+
+def add_band_arguments(group) -> None:
+    """``--bands`` and ``--scaling`` (``--uint16-scaling`` is kept as an alias): the same flags, rule and default in
+    the dataset tools and ``tools/predict.py`` (:mod:`sdconet.data.bands`, :mod:`sdconet.data.scaling`)."""
+    group.add_argument(
+        "--bands",
+        help="1-based bands shown as R,G,B, e.g. 3,2,1 (one number: grey); needed for rasters with more than 4 "
+        "bands or without an RGB colour interpretation",
+    )
+    group.add_argument(
+        "--scaling",
+        "--uint16-scaling",
+        dest="scaling",
+        choices=SCALINGS,
+        default=DEFAULT_SCALING,
+        help=f"16-bit/float data to 8 bits, per band, statistics once per raster: percentile = 2-98%% stretch "
+        f"(default {DEFAULT_SCALING}), full = v/257 (floats: [0,1] or 0-255), none = values as they are",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> TilingOptions:
@@ -83,7 +99,8 @@ def options_from_args(args: argparse.Namespace) -> TilingOptions:
         jpeg_quality=args.jpeg_quality,
         lr_scale=args.lr_scale,
         write_lr=args.write_lr,
-        uint16_scaling=args.uint16_scaling,
+        scaling=args.scaling,
+        bands=parse_bands(args.bands),
     )
 
 

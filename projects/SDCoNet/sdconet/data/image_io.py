@@ -2,21 +2,20 @@
 
 Conversion rules (applied by :func:`read_image_rgb`, so every tool sees the same pixels):
 
-* **8-bit RGB** is returned unchanged. **Grayscale** (and 1-bit, palette, CMYK, ...) is converted to RGB
-  (grey replicated to the three channels). **Alpha is dropped** (no compositing onto a background).
-* **16-bit** (unsigned; signed values are clipped at 0) is mapped to 8 bits with ``uint16_scaling``:
-  ``"full"`` (default) maps the full range linearly, ``round(v / 257)`` so 0 → 0 and 65535 → 255;
-  ``"percentile"`` stretches the image's own 2nd–98th percentile (over all channels together, so the
-  colour balance is kept) to 0–255 and clips. ``"full"`` is deterministic across tiles and images;
-  ``"percentile"`` suits 11/12-bit sensors whose data would otherwise be nearly black.
-* **Floating point** rasters: values are taken as reflectance in [0, 1] when the maximum is ≤ 1 (× 255),
-  else as 0–255 values (clipped); ``"percentile"`` stretches them like 16-bit data.
-* Rasters with more than four bands are refused (select the bands first); EXIF orientation is ignored,
-  because annotations refer to the stored pixel grid.
+* **Bands** follow the one band rule of :mod:`sdconet.data.bands` (``bands=`` / ``--bands`` chooses them; more than
+  4 bands, or bands without an RGB colour interpretation, need it; never a silent choice). 8-bit RGB is returned
+  unchanged; **grayscale** is replicated to RGB; palette images are expanded; **alpha is dropped** (PNG/JPEG:
+  no compositing; TIFF: alpha 0 and the GDAL nodata value mark invalid pixels, returned as 0 like the rasterio
+  reader does).
+* **16-bit and float** data become 8 bits with the one scaling function of :mod:`sdconet.data.scaling`
+  (``scaling="percentile"`` by default: per-band 2-98 % stretch; ``"full"``: ``v / 257``; ``"none"``), with
+  statistics computed once per image.
+* EXIF orientation is ignored, because annotations refer to the stored pixel grid.
 
-JPEG files are decoded with Pillow, which detects truncated files (OpenCV silently returns grey rows);
-everything else is decoded with OpenCV first (16-bit PNG/TIFF, multi-page TIFF's first page) and Pillow
-as a fallback.
+TIFF files are decoded with tifffile (any band count, band interpretation from the photometric and extra-samples
+tags, GDAL's nodata tag), falling back to rasterio (when installed) or OpenCV for compressions tifffile cannot decode
+without ``imagecodecs``. JPEG files are decoded with Pillow, which detects truncated files (OpenCV silently returns
+grey rows); everything else is decoded with OpenCV first (16-bit PNG) and Pillow as a fallback.
 """
 
 from __future__ import annotations
@@ -24,6 +23,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,93 +32,248 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write_bytes
+from .bands import BandChoice, choose_bands
 from .errors import ImageReadError
+from .scaling import DEFAULT_SCALING, SCALINGS, check_scaling, scaling_for_array
 
-UINT16_SCALINGS = ("full", "percentile")
-# Percentiles stretched to 0 and 255 by uint16_scaling="percentile" (QGIS' "cumulative count cut" default).
-PERCENTILE_RANGE = (2.0, 98.0)
-# 65535 / 255: maps the full 16-bit range onto the full 8-bit range.
-_UINT16_TO_UINT8 = 257.0
+#: Accepted ``scaling`` values (kept under its old name for callers of the previous API).
+UINT16_SCALINGS = SCALINGS
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_CHANNEL_INTERPS = {
+    1: ("gray",),
+    2: ("gray", "alpha"),
+    3: ("red", "green", "blue"),
+    4: ("red", "green", "blue", "alpha"),
+}
 
 
-def _to_uint8(arr: np.ndarray, uint16_scaling: str, path: str) -> np.ndarray:
-    """Map an (H, W[, C]) array of any numeric dtype to uint8 following the module rules."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    if uint16_scaling not in UINT16_SCALINGS:
-        raise ValueError(f"uint16_scaling must be one of {UINT16_SCALINGS}, got {uint16_scaling!r}")
-    is_float = np.issubdtype(arr.dtype, np.floating)
-    if not is_float and not np.issubdtype(arr.dtype, np.integer):
-        raise ImageReadError(path, f"unsupported pixel type {arr.dtype}")
-    data = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if uint16_scaling == "percentile":
-        lo, hi = np.percentile(data, PERCENTILE_RANGE)
-        if hi <= lo:
-            hi = lo + 1.0
-        out = (data - lo) * (255.0 / (hi - lo))
-    elif is_float:
-        out = data * 255.0 if data.size and data.max() <= 1.0 else data
-    else:
-        out = np.clip(data, 0.0, 65535.0) / _UINT16_TO_UINT8
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+@dataclass
+class RawRaster:
+    """A decoded file before band selection and scaling.
+
+    Attributes:
+        data: (H, W, C) array of the file's pixel type, bands in file order.
+        interps: colour interpretation per band (:mod:`sdconet.data.bands` names).
+        valid: (H, W) bool validity (False = nodata / alpha 0), or None when every pixel is valid.
+        palette: (N, 3) uint8 colour table of a palette band, or None.
+    """
+
+    data: np.ndarray
+    interps: tuple[str, ...]
+    valid: np.ndarray | None = None
+    palette: np.ndarray | None = None
 
 
-def _to_rgb(arr: np.ndarray, path: str, bgr: bool) -> np.ndarray:
-    """(H, W) or (H, W, C) with C in 1..4 → (H, W, 3); ``bgr`` says the channel order is OpenCV's."""
-    if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3:
-        raise ImageReadError(path, f"unexpected array shape {arr.shape}")
-    channels = arr.shape[2]
-    if channels == 1:
-        return np.repeat(arr, 3, axis=2)
-    if channels == 2:  # grey + alpha
-        return np.repeat(arr[:, :, :1], 3, axis=2)
-    if channels in (3, 4):
-        rgb = arr[:, :, :3]
-        return rgb[:, :, ::-1] if bgr else rgb
-    raise ImageReadError(path, f"{channels} bands; select three bands (e.g. with gdal_translate -b) first")
+def select_rgb(raw: RawRaster, choice: BandChoice, scaling: str) -> np.ndarray:
+    """Apply a band choice and the scaling to a decoded raster -> (H, W, 3) uint8."""
+    unique = list(choice.unique)
+    if choice.palette:
+        if raw.palette is None:
+            raise ValueError("select_rgb: a palette band without a colour table")
+        index = raw.data[..., unique[0] - 1].astype(np.int64)
+        rgb = raw.palette[np.clip(index, 0, len(raw.palette) - 1)]
+        if raw.valid is not None:
+            rgb[~raw.valid] = 0
+        return rgb
+    values = raw.data[..., [b - 1 for b in unique]]
+    scaled = scaling_for_array(values, scaling, raw.valid).apply(values, raw.valid)
+    if len(unique) == 3 and tuple(unique) == choice.indexes:
+        return scaled
+    return scaled[..., [unique.index(b) for b in choice.indexes]]
 
 
-def _decode_pil(data: bytes, path: str, uint16_scaling: str) -> np.ndarray:
+def _channels_last(arr: np.ndarray) -> np.ndarray:
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _pil_raw(data: bytes) -> RawRaster:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                arr = np.array(im)
-            elif im.mode in ("RGB", "L"):
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "L", "LA", "RGB", "RGBA"):
                 arr = np.array(im)
             else:
                 arr = np.array(im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB"))
-    return _to_rgb(_to_uint8(arr, uint16_scaling, path), path, bgr=False)
+    arr = _channels_last(arr)
+    return RawRaster(arr, _CHANNEL_INTERPS.get(arr.shape[2], ()))
 
 
-def _decode_cv2(data: bytes, path: str, uint16_scaling: str) -> np.ndarray | None:
+def _cv2_raw(data: bytes) -> RawRaster | None:
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         return None
-    return _to_rgb(_to_uint8(arr, uint16_scaling, path), path, bgr=True)
+    arr = _channels_last(arr)
+    if arr.shape[2] in (3, 4):  # OpenCV's BGR(A) -> RGB(A)
+        arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)
+    return RawRaster(arr, _CHANNEL_INTERPS.get(arr.shape[2], ()))
 
 
-def read_image_rgb(path: str | os.PathLike, uint16_scaling: str = "full") -> np.ndarray:
+def _tiff_interps(page) -> tuple[str, ...]:
+    import tifffile
+
+    n = int(page.samplesperpixel)
+    extras = [("alpha" if int(e) in (1, 2) else "undefined") for e in (page.extrasamples or ())]
+    base = n - len(extras)
+    photometric = page.photometric
+    P = tifffile.PHOTOMETRIC
+    if photometric in (P.RGB, P.YCBCR) and base >= 3:
+        names = ["red", "green", "blue"] + ["undefined"] * (base - 3)
+    elif photometric in (P.MINISBLACK, P.MINISWHITE):
+        names = ["gray"] + ["undefined"] * (base - 1)
+    elif photometric == P.PALETTE:
+        names = ["palette"] + ["undefined"] * (base - 1)
+    else:
+        names = ["undefined"] * base
+    return tuple(names + extras)
+
+
+def _tiff_nodata(page) -> float | None:
+    tag = page.tags.get(42113)  # GDAL_NODATA
+    if tag is None:
+        return None
+    try:
+        return float(str(tag.value).strip().strip("\x00"))
+    except ValueError:
+        return None
+
+
+def _valid_mask(data: np.ndarray, interps: Sequence[str], nodata: float | None) -> np.ndarray | None:
+    """GDAL's rules: a pixel is invalid where an alpha band is 0, or where every colour band equals nodata."""
+    valid = None
+    alpha = [i for i, name in enumerate(interps) if name == "alpha"]
+    if alpha:
+        valid = data[..., alpha[0]] > 0
+    if nodata is not None:
+        colour = [i for i, name in enumerate(interps) if name != "alpha"] or list(range(data.shape[2]))
+        values = data[..., colour]
+        hit = np.isnan(values) if np.isnan(nodata) else values == np.asarray(nodata).astype(values.dtype)
+        not_nodata = ~hit.all(axis=2)
+        valid = not_nodata if valid is None else valid & not_nodata
+    return valid
+
+
+def _tiff_raw(data: bytes, path: str) -> tuple[RawRaster | None, tuple[str, ...], float | None]:
+    """Decode a TIFF with tifffile -> ``(raster, interps, nodata)``; the raster is None when it needs a codec
+    tifffile lacks (e.g. LZW or JPEG without ``imagecodecs``; the caller falls back)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            interps = _tiff_interps(page)
+            nodata = _tiff_nodata(page)
+            colormap = page.colormap
+            try:
+                arr = page.asarray()
+            except (KeyError, ValueError, NotImplementedError, RuntimeError, ImportError):
+                return None, interps, nodata
+            axes = page.axes
+    except tifffile.TiffFileError as exc:
+        raise ImageReadError(path, f"not a readable TIFF ({exc})") from exc
+    if axes.startswith("S") and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    arr = _channels_last(np.asarray(arr))
+    if arr.ndim != 3:
+        raise ImageReadError(path, f"unsupported TIFF layout {axes} {arr.shape}")
+    palette = None
+    if colormap is not None and interps[0] == "palette":
+        palette = (np.asarray(colormap, dtype=np.float64).T / 257.0).round().astype(np.uint8)
+    return (
+        RawRaster(arr, interps[: arr.shape[2]], _valid_mask(arr, interps, nodata), palette),
+        interps,
+        nodata,
+    )
+
+
+def _rasterio_raw(data: bytes) -> RawRaster | None:
+    """Decode any raster GDAL reads (all bands), when rasterio is installed."""
+    try:
+        import rasterio
+        from rasterio.io import MemoryFile
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with MemoryFile(data) as mem, mem.open() as ds:
+            arr = np.moveaxis(ds.read(), 0, -1)
+            interps = tuple(ci.name for ci in ds.colorinterp)
+            valid = ds.dataset_mask() > 0
+            palette = None
+            if interps and interps[0] == "palette":
+                cmap = ds.colormap(1)
+                palette = np.zeros((max(cmap) + 1, 3), np.uint8)
+                for k, rgba in cmap.items():
+                    palette[k] = rgba[:3]
+    return RawRaster(arr, interps, None if valid.all() else valid, palette)
+
+
+def decode_raw(data: bytes, path: str) -> RawRaster:
+    """Decode file bytes into a :class:`RawRaster` (module docstring: which decoder for which file).
+
+    Raises:
+        ImageReadError: nothing can decode it (the message names the path and every decoder's reason).
+    """
+    errors = []
+    if data.startswith(_TIFF_MAGICS):
+        raw, interps, nodata = _tiff_raw(data, path)
+        if raw is None:
+            raw = _rasterio_raw(data)
+        if raw is None and interps in tuple(_CHANNEL_INTERPS.values()):
+            # OpenCV decodes LZW/JPEG TIFFs too, and its channel order is known for grey and RGB(A) files.
+            raw = _cv2_raw(data)
+            if raw is not None:
+                raw.valid = _valid_mask(raw.data, raw.interps, nodata)
+        if raw is not None:
+            return raw
+        raise ImageReadError(
+            path,
+            "this TIFF's compression needs the imagecodecs package (pip install imagecodecs) or rasterio "
+            "(pip install 'sdconet[geo]')",
+        )
+    decoders = (_pil_raw,) if data.startswith(_JPEG_MAGIC) else (_cv2_raw, _pil_raw)
+    for decode in decoders:
+        try:
+            raw = decode(data)
+        except ImageReadError:
+            raise
+        except (OSError, SyntaxError, ValueError, TypeError, cv2.error, Image.DecompressionBombError) as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if raw is not None:
+            return raw
+        errors.append("OpenCV could not decode it")
+    raise ImageReadError(path, "; ".join(errors) or "unknown format")
+
+
+def read_image_rgb(
+    path: str | os.PathLike,
+    scaling: str = DEFAULT_SCALING,
+    bands: Sequence[int] | None = None,
+    *,
+    uint16_scaling: str | None = None,
+) -> np.ndarray:
     """Read an image file as 8-bit RGB.
 
     Args:
-        path: image file (JPEG, PNG, TIFF/GeoTIFF, BMP, ...).
-        uint16_scaling: ``"full"`` or ``"percentile"``, how 16-bit and float rasters become 8-bit
-            (see the module docstring).
+        path: image file (JPEG, PNG, TIFF/GeoTIFF of any band count, BMP, ...).
+        scaling: ``"percentile"`` (default), ``"full"`` or ``"none"``: how 16-bit and float rasters become 8-bit
+            (:mod:`sdconet.data.scaling`).
+        bands: 1-based band numbers shown as R, G, B (one number: grey), or None for the default of
+            :mod:`sdconet.data.bands`.
+        uint16_scaling: former name of ``scaling`` (overrides it when given).
 
     Returns:
         ``uint8`` array of shape (H, W, 3), RGB order, C-contiguous.
 
     Raises:
-        ImageReadError: the file is missing, empty, corrupt, truncated or has an unsupported layout;
-            the message names the path.
+        ImageReadError: the file is missing, empty, corrupt, truncated or has an unsupported layout, or its
+            bands need ``bands`` (:class:`~sdconet.data.bands.BandSelectionError`); the message names the path.
     """
+    if uint16_scaling is not None:
+        scaling = uint16_scaling
+    check_scaling(scaling)
     path = str(path)
     try:
         data = Path(path).read_bytes()
@@ -125,20 +281,13 @@ def read_image_rgb(path: str | os.PathLike, uint16_scaling: str = "full") -> np.
         raise ImageReadError(path, exc.strerror or str(exc)) from exc
     if not data:
         raise ImageReadError(path, "empty file")
-    errors = []
-    decoders = (_decode_pil,) if data.startswith(_JPEG_MAGIC) else (_decode_cv2, _decode_pil)
-    for decode in decoders:
-        try:
-            out = decode(data, path, uint16_scaling)
-        except ImageReadError:
-            raise
-        except (OSError, SyntaxError, ValueError, TypeError, cv2.error, Image.DecompressionBombError) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-            continue
-        if out is not None:
-            return np.ascontiguousarray(out)
-        errors.append("OpenCV could not decode it")
-    raise ImageReadError(path, "; ".join(errors) or "unknown format")
+    raw = decode_raw(data, path)
+    choice = choose_bands(raw.data.shape[2], raw.interps, bands, path)
+    try:
+        rgb = select_rgb(raw, choice, scaling)
+    except (TypeError, ValueError) as exc:
+        raise ImageReadError(path, f"unsupported pixel data ({raw.data.dtype}): {exc}") from exc
+    return np.ascontiguousarray(rgb)
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -149,15 +298,29 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """
     path = str(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, "no such file") from exc
+    except OSError as exc:
+        raise ImageReadError(path, exc.strerror or str(exc)) from exc
+    if magic in _TIFF_MAGICS:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagewidth), int(page.imagelength)
+        except (tifffile.TiffFileError, OSError, ValueError) as exc:
+            raise ImageReadError(path, f"not a readable TIFF ({exc})") from exc
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 return int(im.size[0]), int(im.size[1])
-    except FileNotFoundError as exc:
-        raise ImageReadError(path, "no such file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         # Formats Pillow cannot parse (or huge rasters): decode fully as the fallback.
-        height, width = read_image_rgb(path).shape[:2]
+        height, width = decode_raw(Path(path).read_bytes(), path).data.shape[:2]
         return width, height
 
 

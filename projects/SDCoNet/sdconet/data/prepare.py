@@ -19,11 +19,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from tqdm import tqdm
 
 from .atomic import atomic_write_json, atomic_write_text
+from .bands import parse_bands
 from .coco_format import build_scenes_coco, build_tiles_coco
 from .errors import ImageReadError
-from .image_io import UINT16_SCALINGS, read_image_rgb, read_image_size
+from .image_io import read_image_rgb, read_image_size
 from .layout import lr_image_root, scenes_json_path, sources_path, split_paths, stats_paths
 from .records import SourceDataset, SourceImage
+from .scaling import DEFAULT_SCALING, check_scaling
 from .scene_tiles import SceneTiles, tile_scene, write_scene_tiles
 from .split import check_disjoint
 from .stats import coco_split_stats, stats_markdown, total_stats
@@ -48,7 +50,9 @@ class TilingOptions:
         jpeg_quality: quality of ``.jpg`` tiles.
         lr_scale: degradation factor used for the LR statistics and the optional LR copies.
         write_lr: also write LR copies of every tile (``<split>/images_lr_x<scale>``).
-        uint16_scaling: how 16-bit / float rasters become 8-bit (see :mod:`sdconet.data.image_io`).
+        scaling: how 16-bit / float rasters become 8-bit (:mod:`sdconet.data.scaling`; the same function and
+            default as ``tools/predict.py --scaling``).
+        bands: 1-based bands shown as R, G, B (:mod:`sdconet.data.bands`), or None for the default rule.
     """
 
     tile_size: int = 512
@@ -60,7 +64,8 @@ class TilingOptions:
     jpeg_quality: int = 95
     lr_scale: int = 2
     write_lr: bool = False
-    uint16_scaling: str = "full"
+    scaling: str = DEFAULT_SCALING
+    bands: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         window_starts(self.tile_size, self.tile_size, self.overlap)  # validates tile_size and overlap
@@ -70,8 +75,9 @@ class TilingOptions:
             raise ValueError(f"image_ext must be .png or .jpg, got {self.image_ext!r}")
         if self.lr_scale < 1:
             raise ValueError(f"lr_scale must be >= 1, got {self.lr_scale!r}")
-        if self.uint16_scaling not in UINT16_SCALINGS:
-            raise ValueError(f"uint16_scaling must be one of {UINT16_SCALINGS}, got {self.uint16_scaling!r}")
+        check_scaling(self.scaling)
+        if self.bands is not None:
+            object.__setattr__(self, "bands", parse_bands(self.bands))
 
 
 @dataclass
@@ -112,7 +118,7 @@ def _process(task: tuple[str, SourceImage, TilingOptions, str | None, bool]) -> 
             width, height = read_image_size(record.path)
             image = None
         else:
-            image = read_image_rgb(record.path, opts.uint16_scaling)
+            image = read_image_rgb(record.path, opts.scaling, opts.bands)
             height, width = image.shape[:2]
     except ImageReadError as exc:
         outcome.error = str(exc)

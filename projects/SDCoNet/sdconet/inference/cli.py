@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.cli import add_band_arguments
 from .dataset_info import DATASET_TILING, class_names_from_coco, dataset_key
 from .merge import MATCH_METRICS, MERGE_METHODS, MergeOptions
 from .predictor import PRECISIONS, Predictor
@@ -59,7 +60,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--mode --tile --overlap --preset`` and the 16-bit conversion."""
+    """``--mode --tile --overlap --preset`` and ``--bands --scaling`` (the dataset tools' flags)."""
     g = parser.add_argument_group("tiling")
     g.add_argument(
         "--mode",
@@ -77,12 +78,7 @@ def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", help="tile overlap: HR pixels (e.g. 200) or a fraction of the tile (e.g. 0.2)"
     )
     g.add_argument("--preset", choices=sorted(DATASET_TILING), help="tile/overlap of a dataset's tiling")
-    g.add_argument(
-        "--uint16-scaling",
-        choices=("full", "percentile"),
-        default="full",
-        help="16-bit/float images to 8-bit: full range (default) or 2-98%% percentile stretch",
-    )
+    add_band_arguments(parser.add_argument_group("bands and 16-bit data"))
 
 
 def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
