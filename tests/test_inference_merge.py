@@ -10,6 +10,7 @@ from sdconet.inference.merge import (
     cut_by_window,
     greedy_nms,
     merge_detections,
+    non_maximum_merging,
     overlapping_pairs,
     suppress_border_cut,
     weighted_box_fusion,
@@ -110,3 +111,93 @@ def test_merge_detections_clips_sorts_and_caps():
     assert s.tolist() == pytest.approx([0.9, 0.5])
     with pytest.raises(ValueError, match="method"):
         MergeOptions(method="soft")
+
+
+# ------------------------------------------------------------------------ SAHI's NMM / GREEDYNMM, as SAHI writes them
+def _metric(a, b, kind):
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    aa, ab = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (aa + ab - inter) if kind == "iou" else inter / min(aa, ab)
+
+
+def _sahi_reference(boxes, scores, labels, kind, thr, greedy):
+    """sahi.postprocess.combine.(greedy_)nmm + NMMPostprocess, transcribed literally (one class, '>' matching)."""
+    n = len(scores)
+    keep_to_merge = {}
+    if greedy:
+        order = sorted(range(n), key=lambda k: scores[k])  # ascending, highest last
+        while order:
+            idx = order.pop()
+            matched = [m for m in order if _metric(boxes[idx], boxes[m], kind) > thr][::-1]
+            order = sorted((m for m in order if m not in matched), key=lambda k: scores[k])
+            keep_to_merge[idx] = matched
+    else:
+        merge_to_keep = {}
+        order = sorted(range(n), key=lambda k: -scores[k])
+        for k in order:
+            others = [m for m in order if m != k]
+            matched = [m for m in others if _metric(boxes[k], boxes[m], kind) > thr][::-1]
+            if k not in merge_to_keep:
+                keep_to_merge[k] = []
+                for m in matched:
+                    if m not in merge_to_keep:
+                        keep_to_merge[k].append(m)
+                        merge_to_keep[m] = k
+            else:
+                keeper = merge_to_keep[k]
+                for m in matched:
+                    if m not in keep_to_merge and m not in merge_to_keep:
+                        keep_to_merge[keeper].append(m)
+                        merge_to_keep[m] = keeper
+    out = []
+    for k, members in keep_to_merge.items():
+        box = list(boxes[k])
+        for m in members:
+            if _metric(box, boxes[m], kind) > thr:
+                box = [
+                    min(box[0], boxes[m][0]),
+                    min(box[1], boxes[m][1]),
+                    max(box[2], boxes[m][2]),
+                    max(box[3], boxes[m][3]),
+                ]
+        out.append((round(scores[k], 6), labels[k], *np.round(box, 3)))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+@pytest.mark.parametrize("kind", ["iou", "ios"])
+def test_non_maximum_merging_equals_sahi(greedy, kind):
+    boxes, scores, labels = random_boxes(150, seed=3, extent=200.0)
+    labels = np.zeros_like(labels)
+    b, s, lab = non_maximum_merging(boxes, scores, labels, False, kind, 0.3, greedy=greedy)
+    got = sorted(
+        (round(float(x), 6), int(c), *np.round(bb.astype(np.float64), 3)) for bb, x, c in zip(b, s, lab)
+    )
+    want = _sahi_reference(boxes.tolist(), scores.tolist(), labels.tolist(), kind, 0.3, greedy)
+    assert len(got) == len(want) < len(boxes)
+    for g, w in zip(got, want):
+        assert g[:2] == w[:2] and np.allclose(g[2:], w[2:], atol=1e-3)
+
+
+def test_nmm_grows_clusters_greedy_nmm_does_not():
+    # IoU: A-B 0.54, B-C 0.43, A-C 0.18; the box grown from A and B has IoU 0.35 with C.
+    boxes = np.array([[0, 0, 10, 10], [3, 0, 13, 10], [7, 0, 17, 10]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.7])
+    labels = np.zeros(3, dtype=np.int64)
+    gb, gs, _ = non_maximum_merging(boxes, scores, labels, metric="iou", threshold=0.3, greedy=True)
+    assert gb.tolist() == [[0, 0, 13, 10], [7, 0, 17, 10]] and gs.tolist() == pytest.approx([0.9, 0.7])
+    nb, ns, _ = non_maximum_merging(boxes, scores, labels, metric="iou", threshold=0.3, greedy=False)
+    assert nb.tolist() == [[0, 0, 17, 10]] and ns.tolist() == pytest.approx([0.9])
+    # Class-wise by default; merge_detections dispatches both names.
+    two = non_maximum_merging(boxes[:2], scores[:2], np.array([0, 1]), threshold=0.4)
+    assert len(two[0]) == 2
+    opts = MergeOptions(method="greedynmm", match_threshold=0.3, border_suppression=False)
+    mb, ms, _ = merge_detections(boxes, scores, labels, np.zeros(3, bool), np.arange(3), (100, 100), opts)
+    assert mb.tolist() == gb.tolist()
+    # At 0.4 the grown box no longer matches C: SAHI drops C from A's cluster (it is not kept on its own).
+    lone, _, _ = non_maximum_merging(boxes, scores, labels, metric="iou", threshold=0.4, greedy=False)
+    assert lone.tolist() == [[0, 0, 13, 10]]

@@ -16,7 +16,7 @@ Every reader (Pillow/OpenCV and tifffile in :mod:`sdconet.data.image_io`, raster
    * anything else (e.g. 3 or 4 ``gray``/``undefined`` bands of a multispectral TIFF): refused, ``--bands`` is
      required; the error names the file, its band count and interpretations, and suggests a choice.
 
-An ``alpha`` band is never a colour channel; readers use it as the validity mask instead.
+An ``alpha`` band is never a colour channel; readers use it as the validity mask instead (:func:`valid_pixels`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import ImageReadError
 
-__all__ = ["MAX_DEFAULT_BANDS", "BandChoice", "BandSelectionError", "choose_bands", "parse_bands"]
+__all__ = [
+    "MAX_DEFAULT_BANDS",
+    "BandChoice",
+    "BandSelectionError",
+    "choose_bands",
+    "parse_bands",
+    "valid_pixels",
+]
 
 #: Rasters with more bands than this always need ``--bands``.
 MAX_DEFAULT_BANDS = 4
@@ -137,3 +146,29 @@ def choose_bands(
         f"{described}: no RGB colour interpretation, choose the bands shown as R,G,B with --bands "
         f"(e.g. --bands {_suggest(count)})",
     )
+
+
+def valid_pixels(values: np.ndarray, nodata: float | None, mask: np.ndarray | None) -> np.ndarray | None:
+    """Which pixels hold data (GDAL's rules, the same for every reader).
+
+    Args:
+        values: (h, w, k) the selected bands.
+        nodata: the file's nodata value, or None. A pixel is nodata when **every** selected band equals it.
+        mask: (h, w) per-dataset mask (alpha band or mask band; 0 = no data), or None.
+
+    Returns:
+        (h, w) bool, or None when every pixel is valid.
+    """
+    valid = None if mask is None else np.asarray(mask) > 0
+    if nodata is not None:
+        if np.isnan(nodata):
+            hit = (
+                np.isnan(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.shape, bool)
+            )
+        else:
+            hit = values == np.asarray(nodata).astype(values.dtype)
+        has_data = ~hit.all(axis=2)
+        valid = has_data if valid is None else valid & has_data
+    if valid is not None and valid.all():
+        return None
+    return valid

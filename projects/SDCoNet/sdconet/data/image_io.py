@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write_bytes
-from .bands import BandChoice, choose_bands
+from .bands import BandChoice, choose_bands, valid_pixels
 from .errors import ImageReadError
 from .scaling import DEFAULT_SCALING, SCALINGS, check_scaling, scaling_for_array
 
@@ -55,30 +55,33 @@ class RawRaster:
     Attributes:
         data: (H, W, C) array of the file's pixel type, bands in file order.
         interps: colour interpretation per band (:mod:`sdconet.data.bands` names).
-        valid: (H, W) bool validity (False = nodata / alpha 0), or None when every pixel is valid.
+        nodata: the file's nodata value (TIFF: GDAL's tag), or None.
+        mask: (H, W) per-dataset mask (alpha band of a TIFF; 0 = no data), or None.
         palette: (N, 3) uint8 colour table of a palette band, or None.
     """
 
     data: np.ndarray
     interps: tuple[str, ...]
-    valid: np.ndarray | None = None
+    nodata: float | None = None
+    mask: np.ndarray | None = None
     palette: np.ndarray | None = None
 
 
 def select_rgb(raw: RawRaster, choice: BandChoice, scaling: str) -> np.ndarray:
-    """Apply a band choice and the scaling to a decoded raster -> (H, W, 3) uint8."""
+    """Apply a band choice, the validity rule and the scaling to a decoded raster -> (H, W, 3) uint8."""
     unique = list(choice.unique)
+    values = raw.data[..., [b - 1 for b in unique]]
+    valid = valid_pixels(values, raw.nodata, raw.mask)
     if choice.palette:
         if raw.palette is None:
             raise ValueError("select_rgb: a palette band without a colour table")
-        index = raw.data[..., unique[0] - 1].astype(np.int64)
+        index = values[..., 0].astype(np.int64)
         rgb = raw.palette[np.clip(index, 0, len(raw.palette) - 1)]
-        if raw.valid is not None:
-            rgb[~raw.valid] = 0
+        if valid is not None:
+            rgb[~valid] = 0
         return rgb
-    values = raw.data[..., [b - 1 for b in unique]]
-    scaled = scaling_for_array(values, scaling, raw.valid).apply(values, raw.valid)
-    if len(unique) == 3 and tuple(unique) == choice.indexes:
+    scaled = scaling_for_array(values, scaling, valid).apply(values, valid)
+    if tuple(unique) == choice.indexes:
         return scaled
     return scaled[..., [unique.index(b) for b in choice.indexes]]
 
@@ -139,19 +142,9 @@ def _tiff_nodata(page) -> float | None:
         return None
 
 
-def _valid_mask(data: np.ndarray, interps: Sequence[str], nodata: float | None) -> np.ndarray | None:
-    """GDAL's rules: a pixel is invalid where an alpha band is 0, or where every colour band equals nodata."""
-    valid = None
+def _alpha_mask(data: np.ndarray, interps: Sequence[str]) -> np.ndarray | None:
     alpha = [i for i, name in enumerate(interps) if name == "alpha"]
-    if alpha:
-        valid = data[..., alpha[0]] > 0
-    if nodata is not None:
-        colour = [i for i, name in enumerate(interps) if name != "alpha"] or list(range(data.shape[2]))
-        values = data[..., colour]
-        hit = np.isnan(values) if np.isnan(nodata) else values == np.asarray(nodata).astype(values.dtype)
-        not_nodata = ~hit.all(axis=2)
-        valid = not_nodata if valid is None else valid & not_nodata
-    return valid
+    return data[..., alpha[0]] if alpha else None
 
 
 def _tiff_raw(data: bytes, path: str) -> tuple[RawRaster | None, tuple[str, ...], float | None]:
@@ -180,11 +173,8 @@ def _tiff_raw(data: bytes, path: str) -> tuple[RawRaster | None, tuple[str, ...]
     palette = None
     if colormap is not None and interps[0] == "palette":
         palette = (np.asarray(colormap, dtype=np.float64).T / 257.0).round().astype(np.uint8)
-    return (
-        RawRaster(arr, interps[: arr.shape[2]], _valid_mask(arr, interps, nodata), palette),
-        interps,
-        nodata,
-    )
+    interps = interps[: arr.shape[2]]
+    return RawRaster(arr, interps, nodata, _alpha_mask(arr, interps), palette), interps, nodata
 
 
 def _rasterio_raw(data: bytes) -> RawRaster | None:
@@ -199,14 +189,17 @@ def _rasterio_raw(data: bytes) -> RawRaster | None:
         with MemoryFile(data) as mem, mem.open() as ds:
             arr = np.moveaxis(ds.read(), 0, -1)
             interps = tuple(ci.name for ci in ds.colorinterp)
-            valid = ds.dataset_mask() > 0
+            flags = ds.mask_flag_enums[0] if ds.count else ()
+            shared = any(f.name in ("per_dataset", "alpha") for f in flags)
+            mask = ds.read_masks(1) if shared else None
             palette = None
             if interps and interps[0] == "palette":
                 cmap = ds.colormap(1)
                 palette = np.zeros((max(cmap) + 1, 3), np.uint8)
                 for k, rgba in cmap.items():
                     palette[k] = rgba[:3]
-    return RawRaster(arr, interps, None if valid.all() else valid, palette)
+            nodata = ds.nodata
+    return RawRaster(arr, interps, nodata, mask, palette)
 
 
 def decode_raw(data: bytes, path: str) -> RawRaster:
@@ -224,7 +217,7 @@ def decode_raw(data: bytes, path: str) -> RawRaster:
             # OpenCV decodes LZW/JPEG TIFFs too, and its channel order is known for grey and RGB(A) files.
             raw = _cv2_raw(data)
             if raw is not None:
-                raw.valid = _valid_mask(raw.data, raw.interps, nodata)
+                raw.nodata, raw.mask = nodata, _alpha_mask(raw.data, raw.interps)
         if raw is not None:
             return raw
         raise ImageReadError(

@@ -85,7 +85,12 @@ def add_merge_arguments(parser: argparse.ArgumentParser) -> None:
     """Merging flags (:class:`~sdconet.inference.merge.MergeOptions`)."""
     d = MergeOptions()
     g = parser.add_argument_group("merging")
-    g.add_argument("--merge", choices=MERGE_METHODS, default=d.method, help="nms (default), wbf or none")
+    g.add_argument(
+        "--merge",
+        choices=MERGE_METHODS,
+        default=d.method,
+        help="nms (default), wbf, nmm, greedynmm (SAHI's merging) or none",
+    )
     g.add_argument(
         "--match-metric", choices=MATCH_METRICS, default=d.match_metric, help="iou (default) or ios"
     )

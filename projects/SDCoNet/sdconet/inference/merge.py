@@ -9,9 +9,12 @@ Three steps, in this order (:func:`merge_detections`):
 2. **Duplicate merging**, class-wise by default (``class_agnostic`` merges across classes):
    ``"nms"`` greedy non-maximum suppression (highest score first); ``"wbf"`` weighted box fusion: each
    highest-scoring unassigned box gathers the unassigned boxes that match it, the fused box is their
-   score-weighted mean and its score their mean score (single-model WBF); ``"none"`` keeps everything.
-   Two boxes match when their ``match_metric`` exceeds ``match_threshold``: ``"iou"`` (intersection over union)
-   or ``"ios"`` (intersection over the smaller box, SAHI's IOS).
+   score-weighted mean and its score their mean score (single-model WBF); ``"nmm"`` and ``"greedynmm"``: SAHI's
+   non-maximum *merging* (:func:`non_maximum_merging`): matching boxes are merged into their highest-scoring
+   box, which grows to the enclosing box of the merged ones and keeps its score and class (``greedynmm``, SAHI's
+   default, takes each keeper's direct matches like NMS; ``nmm`` also gathers matches of matches); ``"none"`` keeps
+   everything. Two boxes match when their ``match_metric`` exceeds ``match_threshold``: ``"iou"`` (intersection over
+   union) or ``"ios"`` (intersection over the smaller box, SAHI's IOS).
 3. Boxes are clipped to the scene; optionally only the ``max_detections`` best are kept.
 
 Boxes are ``x1, y1, x2, y2`` in scene pixels throughout.
@@ -32,12 +35,13 @@ __all__ = [
     "cut_by_window",
     "greedy_nms",
     "merge_detections",
+    "non_maximum_merging",
     "overlapping_pairs",
     "suppress_border_cut",
     "weighted_box_fusion",
 ]
 
-MERGE_METHODS = ("nms", "wbf", "none")
+MERGE_METHODS = ("nms", "wbf", "nmm", "greedynmm", "none")
 MATCH_METRICS = ("iou", "ios")
 
 
@@ -46,7 +50,7 @@ class MergeOptions:
     """How tile detections become scene detections (see the module docstring).
 
     Attributes:
-        method: ``"nms"`` (default), ``"wbf"`` or ``"none"``.
+        method: ``"nms"`` (default), ``"wbf"``, ``"nmm"``, ``"greedynmm"`` or ``"none"``.
         match_metric: ``"iou"`` (default) or ``"ios"``.
         match_threshold: two boxes are duplicates when the metric is > this (default 0.5, SAHI's default).
         class_agnostic: merge boxes of different classes too.
@@ -234,6 +238,97 @@ def weighted_box_fusion(
     )
 
 
+def _pair_metric(a: np.ndarray, b: np.ndarray, metric: str) -> float:
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    if metric == "iou":
+        return inter / max(area_a + area_b - inter, 1e-12)
+    return inter / max(min(area_a, area_b), 1e-12)
+
+
+def non_maximum_merging(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    class_agnostic: bool = False,
+    metric: str = "iou",
+    threshold: float = 0.5,
+    greedy: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SAHI's non-maximum merging (``GREEDYNMM`` with ``greedy=True``, ``NMM`` otherwise).
+
+    Clusters: boxes are visited by descending score. *Greedy*: an unvisited box becomes a keeper and takes every
+    still-free box that matches it (highest scores first). *NMM*: a free box becomes a keeper; a box already taken
+    by a keeper hands its own free matches to that keeper too (clusters grow transitively). Merging: each keeper
+    absorbs its cluster's boxes in that order, each only if it still matches the grown keeper box; the merged box is
+    the enclosing box, the score and class stay the keeper's (its highest). Cluster members that no longer match are
+    dropped, as in SAHI.
+
+    Args:
+        boxes: (N, 4) ``x1, y1, x2, y2``.
+        scores: (N,).
+        labels: (N,) ints; clusters are class-wise unless ``class_agnostic``.
+        metric: ``"iou"`` or ``"ios"``; two boxes match when it is > ``threshold``.
+        greedy: GREEDYNMM (True) or NMM (False).
+
+    Returns:
+        ``(boxes, scores, labels)`` of the merged boxes, by descending score.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n = len(scores)
+    i, j = _match_pairs(boxes, None if class_agnostic else labels, metric, threshold)
+    nbrs = _neighbours(n, i, j)
+    order = _score_order(scores)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    clusters: dict[int, list[int]] = {}
+    if greedy:
+        taken = np.zeros(n, dtype=bool)
+        for k in order:
+            if taken[k]:
+                continue
+            taken[k] = True
+            free = nbrs[k][~taken[nbrs[k]]]
+            free = free[np.argsort(rank[free], kind="stable")]  # highest score first
+            taken[free] = True
+            clusters[int(k)] = free.tolist()
+    else:
+        owner = np.full(n, -1, dtype=np.int64)
+        keeper = np.zeros(n, dtype=bool)
+        for k in order:
+            matched = nbrs[k][np.argsort(-rank[nbrs[k]], kind="stable")]  # lowest score first (SAHI's order)
+            target = int(k) if owner[k] < 0 else int(owner[k])
+            if owner[k] < 0:
+                keeper[k] = True
+                clusters[target] = []
+            for m in matched:
+                if owner[m] < 0 and not keeper[m]:
+                    clusters[target].append(int(m))
+                    owner[m] = target
+    out_b, out_s, out_l = [], [], []
+    for k, members in clusters.items():
+        box = boxes[k].copy()
+        for m in members:
+            if _pair_metric(box, boxes[m], metric) > threshold:
+                box[:2] = np.minimum(box[:2], boxes[m, :2])
+                box[2:] = np.maximum(box[2:], boxes[m, 2:])
+        out_b.append(box)
+        out_s.append(scores[k])
+        out_l.append(labels[k])
+    return (
+        np.asarray(out_b, dtype=np.float32).reshape(-1, 4),
+        np.asarray(out_s, dtype=np.float32),
+        np.asarray(out_l, dtype=np.int64),
+    )
+
+
 # ---------------------------------------------------------------------------------------------- border handling
 def cut_by_window(
     boxes: np.ndarray, window: tuple[int, int, int, int], scene_size: tuple[int, int], margin: float
@@ -337,6 +432,16 @@ def merge_detections(
     elif options.method == "wbf":
         boxes, scores, labels = weighted_box_fusion(
             boxes, scores, labels, options.class_agnostic, options.match_metric, options.match_threshold
+        )
+    elif options.method in ("nmm", "greedynmm"):
+        boxes, scores, labels = non_maximum_merging(
+            boxes,
+            scores,
+            labels,
+            options.class_agnostic,
+            options.match_metric,
+            options.match_threshold,
+            greedy=options.method == "greedynmm",
         )
     width, height = scene_size
     boxes = boxes.copy()
