@@ -247,6 +247,31 @@ class RasterSource:
             values, valid = self._read_native(col, row, w, h, (y1 - y0, x1 - x0))
         return self._to_rgb(values, valid), valid
 
+    def read_thumbnail(self, max_side: int) -> tuple[np.ndarray, float]:
+        """The whole frame shrunk so its long side is at most ``max_side`` (GDAL ``average``; overviews of a COG are
+        used) -> ``(rgb, scale)`` with ``scale`` thumbnail pixels per frame pixel (<= 1)."""
+        from rasterio.enums import Resampling
+        from rasterio.windows import Window as RWindow
+
+        scale = min(1.0, max_side / max(self.width, self.height))
+        tw, th = max(1, round(self.width * scale)), max(1, round(self.height * scale))
+        win = RWindow(0, 0, self.raster_width, self.raster_height)
+        values = np.moveaxis(
+            self._ds.read(
+                self._indexes,
+                window=win,
+                out_shape=(len(self._indexes), th, tw),
+                resampling=Resampling.average,
+            ),
+            0,
+            -1,
+        )
+        mask = None
+        if self._shared_mask:
+            mask = self._ds.read_masks(self._indexes[0], window=win, out_shape=(th, tw))
+        valid = valid_pixels(values, self.nodata, mask)
+        return self._to_rgb(values, valid), tw / self.width
+
     def read(self, window: Window) -> np.ndarray:
         """(h, w, 3) uint8 RGB of a window (:meth:`read_with_mask` without the mask)."""
         return self.read_with_mask(window)[0]
