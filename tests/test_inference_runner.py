@@ -186,5 +186,8 @@ def test_sources(tmp_path):
     np.testing.assert_array_equal(opened.read((0, 0, 60, 40)), im)
     with pytest.raises(ImageReadError, match="missing.png"):
         open_scene(tmp_path / "missing.png")
-    with pytest.raises(TypeError, match="unknown option"):
-        open_scene(tmp_path / "a.png", bands=(1, 2, 3))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        open_scene(tmp_path / "a.png", colours=(1, 2, 3))
+    np.testing.assert_array_equal(
+        open_scene(tmp_path / "a.png", bands=(3, 2, 1)).read((0, 0, 60, 40)), im[..., ::-1]
+    )

@@ -29,6 +29,7 @@ import sys
 
 import cv2
 
+from sdconet.data.bands import parse_bands
 from sdconet.data.degradation import degrade
 from sdconet.data.errors import DataError, ImageReadError
 from sdconet.data.image_io import read_image_rgb, write_image
@@ -142,7 +143,7 @@ def draw_one(args, predictor, path, mode: str, tile: int, source: str, out) -> N
     """All requested pictures of one input."""
     s = predictor.sr_scale
     step = s if mode == "native" else 1
-    image = read_image_rgb(path, uint16_scaling=args.scaling)
+    image = read_image_rgb(path, args.scaling, parse_bands(args.bands))
     height, width = image.shape[:2]
     if mode == "hr" and min(height, width) < s:
         raise ValueError(f"a {width}x{height} image is smaller than the SR factor {s}")

@@ -67,8 +67,9 @@ class RawRaster:
     palette: np.ndarray | None = None
 
 
-def select_rgb(raw: RawRaster, choice: BandChoice, scaling: str) -> np.ndarray:
-    """Apply a band choice, the validity rule and the scaling to a decoded raster -> (H, W, 3) uint8."""
+def select_rgb(raw: RawRaster, choice: BandChoice, scaling: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Apply a band choice, the validity rule and the scaling to a decoded raster -> ``(rgb, valid)``: (H, W, 3)
+    uint8 and (H, W) bool (None when every pixel is valid)."""
     unique = list(choice.unique)
     values = raw.data[..., [b - 1 for b in unique]]
     valid = valid_pixels(values, raw.nodata, raw.mask)
@@ -79,11 +80,11 @@ def select_rgb(raw: RawRaster, choice: BandChoice, scaling: str) -> np.ndarray:
         rgb = raw.palette[np.clip(index, 0, len(raw.palette) - 1)]
         if valid is not None:
             rgb[~valid] = 0
-        return rgb
+        return rgb, valid
     scaled = scaling_for_array(values, scaling, valid).apply(values, valid)
     if tuple(unique) == choice.indexes:
-        return scaled
-    return scaled[..., [unique.index(b) for b in choice.indexes]]
+        return scaled, valid
+    return scaled[..., [unique.index(b) for b in choice.indexes]], valid
 
 
 def _channels_last(arr: np.ndarray) -> np.ndarray:
@@ -247,7 +248,16 @@ def read_image_rgb(
     *,
     uint16_scaling: str | None = None,
 ) -> np.ndarray:
-    """Read an image file as 8-bit RGB.
+    """Read an image file as 8-bit RGB (:func:`read_image` without the validity mask)."""
+    if uint16_scaling is not None:
+        scaling = uint16_scaling
+    return read_image(path, scaling, bands)[0]
+
+
+def read_image(
+    path: str | os.PathLike, scaling: str = DEFAULT_SCALING, bands: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image file as 8-bit RGB, with its validity mask.
 
     Args:
         path: image file (JPEG, PNG, TIFF/GeoTIFF of any band count, BMP, ...).
@@ -255,17 +265,15 @@ def read_image_rgb(
             (:mod:`sdconet.data.scaling`).
         bands: 1-based band numbers shown as R, G, B (one number: grey), or None for the default of
             :mod:`sdconet.data.bands`.
-        uint16_scaling: former name of ``scaling`` (overrides it when given).
 
     Returns:
-        ``uint8`` array of shape (H, W, 3), RGB order, C-contiguous.
+        ``(rgb, valid)``: ``uint8`` array of shape (H, W, 3), RGB order, C-contiguous; (H, W) bool, False at nodata /
+        alpha-0 pixels of TIFFs (:func:`sdconet.data.bands.valid_pixels`), or None when every pixel is valid.
 
     Raises:
         ImageReadError: the file is missing, empty, corrupt, truncated or has an unsupported layout, or its
             bands need ``bands`` (:class:`~sdconet.data.bands.BandSelectionError`); the message names the path.
     """
-    if uint16_scaling is not None:
-        scaling = uint16_scaling
     check_scaling(scaling)
     path = str(path)
     try:
@@ -277,10 +285,10 @@ def read_image_rgb(
     raw = decode_raw(data, path)
     choice = choose_bands(raw.data.shape[2], raw.interps, bands, path)
     try:
-        rgb = select_rgb(raw, choice, scaling)
+        rgb, valid = select_rgb(raw, choice, scaling)
     except (TypeError, ValueError) as exc:
         raise ImageReadError(path, f"unsupported pixel data ({raw.data.dtype}): {exc}") from exc
-    return np.ascontiguousarray(rgb)
+    return np.ascontiguousarray(rgb), valid
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:

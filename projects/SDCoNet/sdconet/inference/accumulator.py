@@ -160,6 +160,18 @@ class SceneAccumulator:
         """Scenes started and not finished."""
         return list(self._pending)
 
+    def skip(self, scene: int) -> RawTileDetections | None:
+        """Count a task of ``scene`` as done without detections (a tile without valid pixels); returns the scene's
+        raw detections when this was its last task."""
+        pending = self._pending.get(scene)
+        if pending is None:
+            return None
+        pending.done += 1
+        if pending.done < pending.plan.num_tasks:
+            return None
+        del self._pending[scene]
+        return RawTileDetections.concat(pending.parts)
+
     def add(self, task: TileTask, result: Mapping[str, Any]) -> RawTileDetections | None:
         """Add one tile's detector output; returns the scene's raw detections when this was its last task."""
         pending = self._pending.get(task.scene)

@@ -8,6 +8,9 @@ killed run loses at most the scene in progress)::
      "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": [...]}
     {"v": 1, "type": "failure", "input": ..., "input_key": ..., "settings": ..., "stage": "open", "error": "..."}
 
+Multi-process runs (:mod:`sdconet.inference.distributed`) also write ``"type": "raw"`` lines: a process's raw tile
+detections of its share of a scene (lossless, before merging); rank 0 merges them into the ``scene`` line.
+
 A scene is *done* for ``--resume`` when a ``scene`` line exists with the same input key (path as given, size and
 modification time of the file) and the same settings hash (:func:`settings_hash` of everything that changes the
 detections: weights, config, mode, tiling, merging, thresholds, ...). :func:`read_parts` reads every rank's file
@@ -111,10 +114,13 @@ class PartsWriter:
         scores: np.ndarray,
         labels: np.ndarray,
         stats: Mapping[str, Any],
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """One finished scene (boxes ``x1, y1, x2, y2`` in scene pixels, class indices)."""
+        """One finished scene (boxes ``x1, y1, x2, y2`` in scene pixels, class indices); ``extra`` keys (e.g. the
+        georeferencing) are stored in the line too."""
         self._write(
             {
+                **(extra or {}),
                 "v": FORMAT_VERSION,
                 "type": "scene",
                 "input": key["path"],
@@ -128,6 +134,19 @@ class PartsWriter:
                 "boxes": np.round(np.asarray(boxes, np.float64).reshape(-1, 4), BOX_DECIMALS).tolist(),
                 "scores": np.round(np.asarray(scores, np.float64), SCORE_DECIMALS).tolist(),
                 "labels": np.asarray(labels, np.int64).tolist(),
+            }
+        )
+
+    def write_raw(self, key: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        """The raw tile detections of this process's share of a scene (multi-process runs; not a finished scene)."""
+        self._write(
+            {
+                "v": FORMAT_VERSION,
+                "type": "raw",
+                "input": key["path"],
+                "input_key": dict(key),
+                "settings": self.settings,
+                **record,
             }
         )
 

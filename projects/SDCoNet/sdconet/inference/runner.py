@@ -11,6 +11,8 @@ One :class:`SceneRunner` serves ``tools/predict.py`` and :func:`~sdconet.inferen
 * A scene is finished (merged and yielded) as soon as its last tile is predicted; :attr:`SceneResult.raw` keeps
   the tile detections before merging (``merge=None`` skips the merge, e.g. when a scene's tiles are split over
   processes and merged after a gather; ``shard`` picks the tiles of this process).
+* Tiles without any valid pixel (nodata everywhere, sources with ``read_with_mask``) are not predicted; they are
+  counted (:attr:`SceneResult.skipped`, ``stats["num_skipped"]``). A plan without tasks finishes at once.
 * A scene that cannot be opened, planned (e.g. smaller than the SR factor), read or predicted is yielded as a
   :class:`SceneFailure` naming it and the cause; the run goes on. A failing batch holding tiles of several scenes is
   retried scene by scene, so only the scene at fault fails.
@@ -33,7 +35,7 @@ from .accumulator import RawTileDetections, SceneAccumulator, SceneDetections, m
 from .batching import TileBatch, batch_tiles, prefetch
 from .merge import MergeOptions
 from .sources import SceneInput, SceneSource
-from .tiling import ScenePlan, TilingOptions, iter_tile_tasks, plan_scene
+from .tiling import ScenePlan, SkippedTile, TilingOptions, iter_tile_tasks, plan_scene
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class SceneResult:
         detections: the merged detections (None when the runner does not merge); ``stats`` hold ``num_tiles``,
             ``num_raw``, ``num_border_cut``, ``num_merged``, ``seconds``.
         seconds: wall time from the scene's start to its merge.
+        skipped: tiles of the plan not predicted because they hold no valid pixel (nodata).
     """
 
     index: int
@@ -79,6 +82,7 @@ class SceneResult:
     raw: RawTileDetections
     detections: SceneDetections | None
     seconds: float
+    skipped: int = 0
 
 
 @dataclass
@@ -229,6 +233,7 @@ class SceneRunner:
         acc = SceneAccumulator(self.score_thresh)
         open_scenes: dict[int, _Started] = {}
         started_at: dict[int, float] = {}
+        skipped: dict[int, int] = {}
 
         def finish_failure(failure: SceneFailure) -> SceneFailure:
             acc.drop(failure.index)
@@ -244,6 +249,23 @@ class SceneRunner:
                     acc.start(item.index, item.plan)
                     open_scenes[item.index] = item
                     started_at[item.index] = time.perf_counter()
+                    if item.plan.num_tasks == 0:  # e.g. no tile of this scene in this process's share
+                        acc.drop(item.index)
+                        yield from self._yield_finished(
+                            item.index,
+                            RawTileDetections.empty(),
+                            open_scenes,
+                            started_at,
+                            skipped,
+                            finish_failure,
+                        )
+                elif isinstance(item, SkippedTile):
+                    skipped[item.scene] = skipped.get(item.scene, 0) + 1
+                    raw = acc.skip(item.scene)
+                    if raw is not None:
+                        yield from self._yield_finished(
+                            item.scene, raw, open_scenes, started_at, skipped, finish_failure
+                        )
                 elif isinstance(item, SceneFailure):
                     yield finish_failure(item)
                 elif isinstance(item, TileBatch):
@@ -262,14 +284,9 @@ class SceneRunner:
                         for scene, n in counts.items():
                             self.on_tiles(scene, n)
                     for scene, raw in finished:
-                        event = self._finish(open_scenes[scene], raw, started_at.pop(scene))
-                        if isinstance(event, SceneFailure):
-                            yield finish_failure(event)
-                            continue
-                        try:
-                            yield event
-                        finally:
-                            open_scenes.pop(scene).source.close()
+                        yield from self._yield_finished(
+                            scene, raw, open_scenes, started_at, skipped, finish_failure
+                        )
         finally:
             close = getattr(events, "close", None)
             if close is not None:
@@ -277,7 +294,20 @@ class SceneRunner:
             for started in open_scenes.values():
                 started.source.close()
 
-    def _finish(self, started: _Started, raw: RawTileDetections, t0: float) -> SceneResult | SceneFailure:
+    def _yield_finished(self, scene, raw, open_scenes, started_at, skipped, finish_failure):
+        """Merge a scene whose last task is in and yield it (its source is closed when the consumer moves on)."""
+        event = self._finish(open_scenes[scene], raw, started_at.pop(scene), skipped.pop(scene, 0))
+        if isinstance(event, SceneFailure):
+            yield finish_failure(event)
+            return
+        try:
+            yield event
+        finally:
+            open_scenes.pop(scene).source.close()
+
+    def _finish(
+        self, started: _Started, raw: RawTileDetections, t0: float, skipped: int = 0
+    ) -> SceneResult | SceneFailure:
         plan = started.plan
         detections = None
         try:
@@ -287,6 +317,8 @@ class SceneRunner:
             return SceneFailure(started.index, started.key, "merge", exc)
         seconds = time.perf_counter() - t0
         if detections is not None:
-            detections.stats = {"num_tiles": len(plan.tiles), **detections.stats}
+            detections.stats = {"num_tiles": len(plan.tiles), "num_skipped": skipped, **detections.stats}
             detections.stats["seconds"] = seconds
-        return SceneResult(started.index, started.key, started.source, plan, raw, detections, seconds)
+        return SceneResult(
+            started.index, started.key, started.source, plan, raw, detections, seconds, skipped
+        )

@@ -32,6 +32,7 @@ __all__ = [
     "FULL_IMAGE_TILE",
     "MODES",
     "ScenePlan",
+    "SkippedTile",
     "TileTask",
     "TilingOptions",
     "iter_tile_tasks",
@@ -187,21 +188,42 @@ def _shrink_to_tile(image: np.ndarray, tile_size: int, multiple: int) -> np.ndar
     return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA) if (nh, nw) != (h, w) else image
 
 
-def iter_tile_tasks(source, plan: ScenePlan, scene: int) -> Iterator[TileTask]:
+@dataclass(frozen=True)
+class SkippedTile:
+    """A tile not predicted because it holds no valid pixel (nodata / masked everywhere); it counts as done."""
+
+    scene: int
+    tile_id: int
+
+
+def iter_tile_tasks(source, plan: ScenePlan, scene: int) -> Iterator[TileTask | SkippedTile]:
     """Read, and in ``hr`` mode degrade, every tile of ``plan`` from ``source`` (a scene source).
 
-    The whole-scene pass (if planned) comes last: it reads the whole scene once.
+    Sources with ``read_with_mask`` (georeferenced rasters with nodata or masks) report their valid pixels; a tile
+    without any is yielded as :class:`SkippedTile` instead of being predicted. The whole-scene pass (if planned)
+    comes last: it reads the whole scene once (shrunk by the source itself when it has ``read_thumbnail``).
     """
     hr = plan.options.mode == "hr"
     s = plan.sr_scale
     factor = float(plan.factor)
+    masked = hasattr(source, "read_with_mask")
     for tile_id, win in plan.tiles:
-        crop = source.read(win)
+        if masked:
+            crop, valid = source.read_with_mask(win)
+            if valid is not None and not valid.any():
+                yield SkippedTile(scene, tile_id)
+                continue
+        else:
+            crop = source.read(win)
         image = degrade(np.ascontiguousarray(crop), s) if hr else np.ascontiguousarray(crop)
         yield TileTask(scene, tile_id, win, image, (factor, factor), (float(win[0]), float(win[1])))
     if plan.full_image:
         tile = plan.options.tile_size // (1 if hr else s)
-        small = _shrink_to_tile(source.read((0, 0, plan.width, plan.height)), tile, s if hr else 1)
+        if getattr(source, "image", None) is None and hasattr(source, "read_thumbnail"):  # not in memory
+            whole = source.read_thumbnail(tile)[0]
+        else:
+            whole = source.read((0, 0, plan.width, plan.height))
+        small = _shrink_to_tile(whole, tile, s if hr else 1)
         fx, fy = plan.width / small.shape[1], plan.height / small.shape[0]
         image = degrade(small, s) if hr else small
         yield TileTask(
