@@ -8,13 +8,14 @@ values in uint16 (``16 * v + 64``; ``--scaling percentile``, the default, restor
 and left, tiled and DEFLATE-compressed, optionally with overviews (``--overviews``: a cloud-optimised layout).
 
 The raster is written block by block (``--block`` pixels a side; memory does not grow with ``--size``), each block a
-synthetic scene of its own seed, or one block repeated (``--repeat``, fast, for memory benchmarks of huge rasters).
+synthetic scene of its own seed, or one block repeated (``--repeat``, fast, for memory benchmarks of huge rasters);
+``--sparse 0.1`` writes only every tenth block (the rest is nodata, as in a scene with large empty areas).
 ``--gt`` writes the whole-scene COCO ground truth in raster pixels (for ``tools/predict.py --gt``).
 
 Example::
 
     python tools/make_synthetic_geotiff.py --out geo_demo/scene.tif --size 2400 2000 --gt geo_demo/scenes.json
-    python tools/make_synthetic_geotiff.py --out /tmp/big.tif --size 20000 --repeat   # 20,000^2 x 4 x uint16
+    python tools/make_synthetic_geotiff.py --out /tmp/big.tif --size 20000 --repeat --sparse 0.1  # 20,000^2 x 4 x uint16
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", action="store_true", help="repeat the first block everywhere (fast)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first block; block k uses seed + k")
     p.add_argument("--cell", type=int, default=DEFAULT_CELL, help=f"mosaic cell side ({DEFAULT_CELL})")
+    p.add_argument(
+        "--sparse",
+        type=float,
+        default=1.0,
+        help="fraction of the blocks that hold data (1.0); the others are never written (a sparse GeoTIFF: "
+        "they take no disk space and read as nodata)",
+    )
     p.add_argument("--overviews", action="store_true", help="add internal overviews (2, 4, 8, ...)")
     p.add_argument("--gt", help="also write the whole-scene COCO ground truth here")
     args = p.parse_args(argv)
@@ -86,7 +94,12 @@ def main(argv=None) -> int:
         "compress": "DEFLATE",
         "predictor": 2,
         "BIGTIFF": "IF_SAFER",
+        "SPARSE_OK": "TRUE",
     }
+    if not 0 < args.sparse <= 1:
+        sys.stderr.write(f"error: --sparse must lie in (0, 1], got {args.sparse}\n")
+        return 2
+    every = max(1, round(1 / args.sparse))
     t0 = time.perf_counter()
     boxes, labels = [], []
     border = args.nodata_border
@@ -96,6 +109,8 @@ def main(argv=None) -> int:
         ds.update_tags(AREA_OR_POINT="Area")
         for i, y0 in enumerate(range(0, height, args.block)):
             for j, x0 in enumerate(range(0, width, args.block)):
+                if (i * 3 + j) % every:
+                    continue  # sparse: this block stays nodata
                 w, h = min(args.block, width - x0), min(args.block, height - y0)
                 if args.repeat:
                     if cached is None:
