@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=int, nargs=4, help="x0 y0 x1 y1 (raster pixels) of a zoomed panel")
     p.add_argument("--max-side", type=int, default=1600, help="long side of the raster shown (1600)")
     p.add_argument("--title", default="", help="figure title")
+    p.add_argument("--dpi", type=int, default=110, help="resolution of the PNG (110)")
     p.add_argument("--out", required=True, help="output PNG")
     args = p.parse_args(argv)
     import matplotlib
@@ -108,10 +109,10 @@ def main(argv=None) -> int:
         zy0, zy1 = f + e * y1, f + e * y0
         axes[0, 0].add_patch(
             Polygon(
-                [(zx0, zy0), (zx1, zy0), (zx1, zy1), (zx0, zy1)], closed=True, fill=False, ec="yellow", lw=1.5
+                [(zx0, zy0), (zx1, zy0), (zx1, zy1), (zx0, zy1)], closed=True, fill=False, ec="magenta", lw=1.8
             )
         )
-        axes[0, 1].set_title("zoom (yellow frame)")
+        axes[0, 1].set_title("zoom (magenta frame)")
     handles = [plt.Line2D([], [], color=colours[n], lw=2, label=n) for n in classes]
     if gt_rings:
         handles.append(plt.Line2D([], [], color="grey", lw=1.5, ls="--", label="ground truth"))
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         fig.suptitle(args.title)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=args.dpi)
     source.close()
     print(f"wrote {args.out}")
     return 0
