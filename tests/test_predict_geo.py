@@ -193,3 +193,34 @@ def test_two_processes_equal_one_process(env, reference, shard):
         json.loads(line) for line in (env["root"] / out / "parts" / "rank1.jsonl").read_text().splitlines()
     ]
     assert raw and all(r["type"] == "raw" for r in raw)
+
+
+def test_plot_geo_draws_detections_with_map_axes(env, reference):
+    out = env["root"] / "geo_picture.png"
+    argv = ["--raster", str(env["a"]), "--bands", "3,2,1", "--detections", str(reference / "geo" / "a.gpkg")]
+    argv += [
+        "--score-thresh",
+        "0.0",
+        "--window",
+        "100",
+        "150",
+        "200",
+        "250",
+        "--dpi",
+        "40",
+        "--out",
+        str(out),
+    ]
+    assert load_tool("plot_geo").main(argv) == 0
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.size[0] > im.size[1] > 100  # two panels side by side
+    png = env["root"] / "plain_for_plot.png"
+    write_image(png, np.zeros((20, 20, 3), np.uint8))
+    assert (
+        load_tool("plot_geo").main(
+            ["--raster", str(png), "--detections", str(reference / "geo" / "a.gpkg"), "--out", str(out)]
+        )
+        == 2
+    )
