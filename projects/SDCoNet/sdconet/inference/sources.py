@@ -5,7 +5,7 @@ A *scene source* (:class:`SceneSource`) has a ``key`` (the input as given, e.g. 
 scene pixels, inside the scene), ``close()``, and ``georef`` (None for plain images; a georeferenced source gives
 what is needed to map scene pixels to map coordinates).
 
-* :class:`ImageSource` reads a file with :func:`sdconet.data.image_io.read_image_rgb` (the dataset tools' reader:
+* :class:`ImageSource` reads a file with :func:`sdconet.data.image_io.read_image` (the dataset tools' reader:
   grayscale, RGBA, palette, 16-bit and float rasters become 8-bit RGB) and keeps the whole image in memory.
 * :class:`ArraySource` wraps an image already in memory (the Python API, :func:`~sdconet.inference.scene.predict_scene`).
 * :class:`~sdconet.inference.geo.raster.RasterSource` reads any raster GDAL reads (GeoTIFF, COG, VRT, ...) window by
@@ -15,8 +15,8 @@ Optional methods the loop uses when a source has them: ``read_with_mask(window) 
 any valid pixel is skipped and counted), ``read_thumbnail(max_side) -> (rgb, scale)`` (pictures and the whole-scene
 pass of huge scenes), ``to_raster_pixels(boxes)`` (boxes of a resampled frame back to the file's pixels).
 
-:func:`open_scene` is the one place that decides which source reads a path; other readers (e.g. a windowed
-GeoTIFF reader) plug in there. :class:`SceneInput` is a not-yet-opened scene: the runner opens it lazily, in its
+:func:`open_scene` is the one place that decides which source reads a path (PNG/JPEG/BMP/WebP: :class:`ImageSource`;
+other rasters: ``RasterSource`` when rasterio is installed). :class:`SceneInput` is a not-yet-opened scene: the runner opens it lazily, in its
 reader thread, so that a file that cannot be read fails that scene only.
 """
 
@@ -101,7 +101,7 @@ class ArraySource:
 
 
 class ImageSource(ArraySource):
-    """An image file read whole into memory (:func:`~sdconet.data.image_io.read_image_rgb`).
+    """An image file read whole into memory (:func:`~sdconet.data.image_io.read_image`, with its nodata mask).
 
     Args:
         path: the image file.
