@@ -37,7 +37,7 @@ def load_tool(name):
     return module
 
 
-def write_scene(path, width, height, seed, border):
+def write_scene(path, width, height, seed, border, origin=ORIGIN):
     """Blue, green, red, NIR uint16 (12-bit values), no colour interpretation, nodata 0 on the top rows."""
     rgb = make_synthetic_scene(width, height, seed=seed).image.astype(np.uint16)
     data = np.stack([rgb[..., 2], rgb[..., 1], rgb[..., 0], rgb[..., 1]]) * 16 + 64
@@ -49,7 +49,7 @@ def write_scene(path, width, height, seed, border):
         "count": 4,
         "dtype": "uint16",
         "crs": "EPSG:32633",
-        "transform": from_origin(*ORIGIN, GSD, GSD),
+        "transform": from_origin(*origin, GSD, GSD),
         "nodata": 0,
         "photometric": "MINISBLACK",
         "tiled": True,
@@ -224,3 +224,15 @@ def test_plot_geo_draws_detections_with_map_axes(env, reference):
         )
         == 2
     )
+
+
+def test_a_folder_of_tiles_is_one_scene_with_mosaic(env):
+    tiles = env["root"] / "tiles"
+    tiles.mkdir()
+    write_scene(tiles / "west.tif", 150, 140, seed=3, border=0)
+    write_scene(tiles / "east.tif", 130, 140, seed=4, border=0, origin=(ORIGIN[0] + 150 * GSD, ORIGIN[1]))
+    assert predict(env, "mosaic", "--input", tiles, "--mosaic", "--bands", "3,2,1", "--geo", "--no-vis") == 0
+    images = read(env, "mosaic", "images.json")["images"]
+    assert len(images) == 1 and (images[0]["width"], images[0]["height"]) == (280, 140)
+    assert images[0]["file_name"].endswith("tiles.vrt") and images[0]["georef"]["transform"][2] == ORIGIN[0]
+    assert (env["root"] / "mosaic" / "geo" / "tiles.geojson").is_file()
