@@ -85,6 +85,48 @@ def test_param_group_of_prefixes():
     assert param_group_of("detector.saliency.alpha") == "detection"
 
 
+def test_param_groups_with_other_prefixes():
+    """Any model: e.g. a detectron2 detector whose pretrained body is backbone.bottom_up and SR head sr_branch."""
+    enc, sr = ("backbone.bottom_up.",), ("sr_branch.",)
+    assert param_group_of("backbone.bottom_up.res2.0.conv1.weight", enc, sr) == "encoder"
+    assert param_group_of("backbone.fpn_lateral2.weight", enc, sr) == "detection"
+    assert param_group_of("sr_branch.decoder.bottleneck.0.weight", enc, sr) == "sr"
+    assert param_group_of("encoder.layers.0.w", enc, sr) == "detection"
+
+    model = nn.Module()
+    model.backbone = nn.Module()
+    model.backbone.bottom_up = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    model.backbone.fpn = nn.Conv2d(4, 4, 1)
+    model.roi_heads = nn.Linear(4, 2)
+    model.sr_branch = nn.Sequential(nn.Conv2d(4, 3, 1), nn.GroupNorm(1, 3))
+    g = _by_name(
+        build_param_groups(
+            model,
+            base_lr=0.01,
+            backbone_multiplier=0.5,
+            sr_multiplier=0.25,
+            encoder_prefixes=enc,
+            sr_prefixes=sr,
+        )
+    )
+    named = dict(model.named_parameters())
+    ids = {n: {id(p) for p in x["params"]} for n, x in g.items()}
+    assert ids["encoder"] == {
+        id(named["backbone.bottom_up.0.weight"]),
+        id(named["backbone.bottom_up.0.bias"]),
+    }
+    assert ids["encoder_no_decay"] == {
+        id(named["backbone.bottom_up.1.weight"]),
+        id(named["backbone.bottom_up.1.bias"]),
+    }
+    assert (
+        id(named["backbone.fpn.weight"]) in ids["detection"]
+        and id(named["roi_heads.bias"]) in ids["detection"]
+    )
+    assert ids["sr"] == {id(named["sr_branch.0.weight"]), id(named["sr_branch.0.bias"])}
+    assert g["encoder"]["lr"] == pytest.approx(0.005) and g["sr_no_decay"]["lr"] == pytest.approx(0.0025)
+
+
 def test_fixed_groups_learning_rates_and_decay():
     model = _Core(serial=True)
     groups = build_param_groups(

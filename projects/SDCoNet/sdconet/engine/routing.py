@@ -113,16 +113,22 @@ class StagePolicy:
         return epoch_of_iter(iteration, iters_per_epoch)
 
 
-def param_group_of(name: str) -> str:
-    """Learning-rate group of a core-model parameter name: ``"encoder"``, ``"sr"`` or ``"detection"``.
+def param_group_of(
+    name: str,
+    encoder_prefixes: Sequence[str] = ENCODER_PREFIXES,
+    sr_prefixes: Sequence[str] = SR_PREFIXES,
+) -> str:
+    """Learning-rate group of a parameter name: ``"encoder"``, ``"sr"`` or ``"detection"``.
 
-    ``encoder.*`` and ``sr_encoder.*`` (the serial variant's SR-path Swin) -> ``"encoder"``; ``sr_decoder.*`` ->
-    ``"sr"``; everything else (detection levels, saliency, transformer, heads, alpha) -> ``"detection"``.
+    With the default prefixes (the core SDCoNet model): ``encoder.*`` and ``sr_encoder.*`` (the serial variant's
+    SR-path Swin) -> ``"encoder"``; ``sr_decoder.*`` -> ``"sr"``; everything else (detection levels, saliency,
+    transformer, heads, alpha) -> ``"detection"``. Other models pass their own prefixes (e.g. a detectron2
+    detector: ``backbone.bottom_up.`` and ``sr_branch.``). SR prefixes are checked first.
     """
-    if name.startswith(ENCODER_PREFIXES):
-        return "encoder"
-    if name.startswith(SR_PREFIXES):
+    if name.startswith(tuple(sr_prefixes)):
         return "sr"
+    if name.startswith(tuple(encoder_prefixes)):
+        return "encoder"
     return "detection"
 
 
@@ -147,8 +153,10 @@ def build_param_groups(
     sr_multiplier: float = PAPER_SR_LR_MULTIPLIER,
     no_decay_norms: bool = True,
     no_decay_keywords: Iterable[str] = DEFAULT_NO_DECAY_KEYWORDS,
+    encoder_prefixes: Sequence[str] = ENCODER_PREFIXES,
+    sr_prefixes: Sequence[str] = SR_PREFIXES,
 ) -> List[Dict]:
-    """Fixed optimizer parameter groups for the core SDCoNet model.
+    """Fixed optimizer parameter groups for the core SDCoNet model (or any model, given its prefixes).
 
     Every parameter is placed exactly once, **including** ``requires_grad=False`` ones and ones unused in the
     current stage (they simply never get a ``.grad``). The returned list always has six groups, in the order
@@ -164,6 +172,8 @@ def build_param_groups(
         sr_multiplier: lr factor rho of the SR decoder (paper: 0 < rho < 1; official code: 1.0).
         no_decay_norms: no weight decay on parameters of normalisation layers.
         no_decay_keywords: no weight decay on parameters with one of these as a dotted-name component.
+        encoder_prefixes: parameter-name prefixes of the (pretrained) backbone that gets ``backbone_multiplier``.
+        sr_prefixes: parameter-name prefixes of the SR branch that gets ``sr_multiplier``.
 
     Returns:
         list of dicts ``{"name", "params", "lr", "weight_decay", "lr_multiplier"}`` for ``torch.optim``
@@ -194,7 +204,7 @@ def build_param_groups(
                 "lr_multiplier": multipliers[group],
             }
     for name, param in model.named_parameters():
-        key = param_group_of(name)
+        key = param_group_of(name, encoder_prefixes, sr_prefixes)
         if name in no_decay:
             key = f"{key}_no_decay"
         groups[key]["params"].append(param)
