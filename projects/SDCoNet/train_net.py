@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""SDCoNet training and evaluation with detectron2 (a simplified ``tools/train_net.py``).
+"""SDCoNet and detectron2 baselines: training and evaluation with detectron2 (a simplified ``tools/train_net.py``).
 
     python projects/SDCoNet/train_net.py --config-file projects/SDCoNet/configs/quick_synthetic.yaml MODEL.DEVICE cpu
     python projects/SDCoNet/train_net.py --config-file <cfg> --num-gpus 8            # single machine, 8 GPUs
     python projects/SDCoNet/train_net.py --config-file <cfg> --resume                 # continue from last_checkpoint
     python projects/SDCoNet/train_net.py --config-file <cfg> --eval-only MODEL.WEIGHTS <ckpt.pth>
+
+The same script trains detectron2's own detectors on the same LR splits (``configs/baselines``, detectron2's recipe)
+and those with the SR add-on (``MODEL.SR_BRANCH.ENABLED``).
 
 Multi-machine: run the same command on every machine with ``--num-machines N --machine-rank r
 --dist-url tcp://<host of rank 0>:<port>``. ``SOLVER.IMS_PER_BATCH`` is the total batch over all GPUs.
@@ -18,14 +21,13 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from sdconet.d2 import SDCoNetTrainer, get_sdconet_cfg, resolve_cfg  # import registers model + datasets
+from sdconet.d2 import SDCoNetTrainer, load_cfg, resolve_cfg  # import registers models, backbones, datasets
 
 
 def setup(args):
-    """Config: defaults + SDCoNet keys + file + command-line opts; epoch recipe resolved; frozen; logged."""
-    cfg = get_sdconet_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    """Config: the recipe's defaults (SDCoNet's, or detectron2's for other meta-architectures) + plugin keys + file +
+    command-line opts; derived keys resolved; frozen; logged."""
+    cfg = load_cfg(args.config_file, args.opts)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sdconet")
     resolve_cfg(cfg, count_images=not args.eval_only)  # derived keys land in OUTPUT_DIR/config.yaml
     cfg.freeze()

@@ -7,6 +7,7 @@ from the epoch recipe and the training set (and recorded in the run's ``config.y
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Sequence
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -17,27 +18,42 @@ from sdconet.modeling.config import SDCoNetConfig
 from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
+    "RECIPES",
     "add_sdconet_config",
+    "config_has_sr",
     "core_config_kwargs",
     "get_sdconet_cfg",
+    "load_cfg",
+    "recipe_for",
     "sdconet_config_from_cfg",
     "setup_cfg",
 ]
 
+#: Values of the stock keys: SDCoNet's own recipe, or detectron2's (baselines and any other meta-architecture).
+RECIPES = ("sdconet", "detectron2")
+#: SDCoNet variants that have an SR branch.
+SR_VARIANTS = ("dino_sr", "sdconet", "serial")
 
-def add_sdconet_config(cfg: CN) -> None:
-    """Add SDCoNet's keys (with the paper's defaults) to a detectron2 config, in place.
 
-    Must run before ``merge_from_file``. Also sets a few stock keys to the values this model needs (RGB input with
-    ImageNet statistics, full-model clipping, keep empty tiles); yaml files may still override them.
+def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
+    """Add the plugin's keys to a detectron2 config, in place. Must run before ``merge_from_file``.
+
+    Args:
+        cfg: a detectron2 config (``get_cfg()``).
+        recipe: which values the *stock* keys get (yaml files may still override every one of them):
+
+            * ``"sdconet"`` (default): what SDCoNet needs -- meta-architecture ``SDCoNet``, RGB input with ImageNet
+              statistics, the paper's recipe (AdamW 1e-4, batch 2, no warm-up, full-model clipping at 0.1, backbone
+              LR x0.1, 52 epochs), empty tiles kept.
+            * ``"detectron2"``: detectron2's own values are left as they are (SGD with momentum 0.9, linear
+              warm-up, no clipping, BGR with the MSRA statistics, iteration schedule, empty images filtered); the
+              plugin's keys get neutral values (``SOLVER.OPTIMIZER`` "SGD", backbone multiplier 1.0, the stock heads'
+              ``NUM_CLASSES`` 0 = from the training set). The baselines under ``configs/baselines`` use it, and so
+              does every config whose meta-architecture is not ``SDCoNet`` (see :func:`recipe_for`).
     """
+    if recipe not in RECIPES:
+        raise ValueError(f"add_sdconet_config: recipe must be one of {RECIPES} (got {recipe!r})")
     _d = SDCoNetConfig()  # single source of truth for the model defaults
-
-    cfg.MODEL.META_ARCHITECTURE = "SDCoNet"
-    # Core models take RGB normalised with ImageNet statistics (sdconet.modeling.constants, 0-255 scale).
-    cfg.MODEL.PIXEL_MEAN = list(PIXEL_MEAN)
-    cfg.MODEL.PIXEL_STD = list(PIXEL_STD)
-    cfg.INPUT.FORMAT = "RGB"
 
     # ---------------------------------------------------------------------------------------------- MODEL.SDCONET
     cfg.MODEL.SDCONET = CN()
@@ -124,6 +140,28 @@ def add_sdconet_config(cfg: CN) -> None:
     # swin_tiny_patch4_window7_224.pth or a timm checkpoint) or a timm hub name (downloads); "" = random init.
     # MODEL.WEIGHTS and --resume load afterwards and take precedence.
     cfg.MODEL.SWIN.PRETRAINED = ""
+    # Outputs of the Swin-T detectron2 backbone (build_sdconet_swin_*backbone, for detectron2's own detectors):
+    # "patch" (patch embedding, stride 4) and "stage1".."stage4" (strides 4/8/16/32, each with its LayerNorm).
+    cfg.MODEL.SWIN.OUT_FEATURES = ["stage1", "stage2", "stage3", "stage4"]
+
+    # ----------------------------------------------------------------------------------------- MODEL.SR_BRANCH
+    # The SR branch as an add-on to any detectron2 detector (sdconet.d2.sr_branch): an SR decoder (the
+    # MODEL.SDCONET.SR.* hyper-parameters) on the backbone's bottom-up stages, trained with loss_sr under the
+    # gradient-routing schedule (SOLVER.SR_START_EPOCH, SR_LR_MULTIPLIER), never run at inference. SDCoNet itself
+    # ignores this node (its variant decides).
+    cfg.MODEL.SR_BRANCH = CN()
+    cfg.MODEL.SR_BRANCH.ENABLED = False
+    # 4 outputs of the bottom-up backbone (backbone.bottom_up, else the backbone), fine to coarse, at strides
+    # 4/8/16/32; [] = every output at those strides except "stem"/"patch" (ResNet: res2-res5; they must be in
+    # MODEL.RESNETS.OUT_FEATURES).
+    cfg.MODEL.SR_BRANCH.IN_FEATURES = []
+    # Stride-4 output for the decoder's long skip: "" = "stem" or "patch" when the backbone outputs one, "none" =
+    # none (the projected first stage is used instead).
+    cfg.MODEL.SR_BRANCH.PATCH_FEATURE = ""
+    # Widths the stages are projected to (1x1 conv + GroupNorm; no projection where they already match); the
+    # default is SDCoNet's decoder (Swin-T widths).
+    cfg.MODEL.SR_BRANCH.DECODER_CHANNELS = [96, 192, 384, 768]
+    cfg.MODEL.SR_BRANCH.PROJECTION_GROUPS = 32
 
     # --------------------------------------------------------------------------------------------------- INPUT
     # "degrade": the mapper reads the HR tile and makes the LR input with sdconet.data.degradation.degrade
@@ -132,17 +170,23 @@ def add_sdconet_config(cfg: CN) -> None:
     cfg.INPUT.LR_MODE = "degrade"
 
     # -------------------------------------------------------------------------------------------------- SOLVER
-    # Optimizer: "ADAMW" (paper) over the fixed gradient-routing parameter groups (sdconet.engine.routing).
-    cfg.SOLVER.OPTIMIZER = "ADAMW"
-    # LR factor of the shared Swin encoder (and the serial variant's SR encoder).
-    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Optimizer over the fixed gradient-routing parameter groups (sdconet.engine.routing): ADAMW | ADAM | SGD
+    # (SGD uses SOLVER.MOMENTUM and SOLVER.NESTEROV).
+    cfg.SOLVER.OPTIMIZER = "ADAMW" if recipe == "sdconet" else "SGD"
+    # LR factor of the pretrained backbone: SDCoNet's shared Swin encoder (and the serial variant's SR encoder);
+    # a detectron2 detector's backbone.bottom_up (or its whole backbone when it has no bottom_up).
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1 if recipe == "sdconet" else 1.0
     # LR factor rho of the SR decoder (paper Eq. 9: 0 < rho < 1; the authors' code uses 1.0).
     cfg.SOLVER.SR_LR_MULTIPLIER = PAPER_SR_LR_MULTIPLIER
+    # BASE_LR is stated for this total batch and scaled linearly to IMS_PER_BATCH by resolve_cfg (detectron2's
+    # linear scaling rule, e.g. 0.02 @ 16 -> 0.0025 @ 2), which then sets this key to 0; 0 = BASE_LR as given.
+    cfg.SOLVER.BASE_LR_BATCH = 0
     # Run length and MultiStepLR milestones in epochs; MAX_ITER and STEPS are derived from them when
     # MAX_EPOCHS > 0 (MAX_EPOCHS = 0: use MAX_ITER/STEPS/CHECKPOINT_PERIOD/TEST.EVAL_PERIOD as given).
-    cfg.SOLVER.MAX_EPOCHS = 52
-    cfg.SOLVER.STEPS_EPOCHS = [27]
-    # Gradient routing: first epoch (0-based) of stage 2, where the SR branch and loss_sr switch on.
+    cfg.SOLVER.MAX_EPOCHS = 52 if recipe == "sdconet" else 0
+    cfg.SOLVER.STEPS_EPOCHS = [27] if recipe == "sdconet" else []
+    # Gradient routing: first epoch (0-based) of stage 2, where the SR branch and loss_sr switch on (models with
+    # an SR branch only).
     cfg.SOLVER.SR_START_EPOCH = 16
     # Short runs of a long recipe: 0 = off; > 0 = train this many (whole) epochs instead of MAX_EPOCHS, with
     # SR_START_EPOCH and STEPS_EPOCHS moved to the same fractions of the run (x BUDGET_EPOCHS / MAX_EPOCHS; e.g.
@@ -155,8 +199,37 @@ def add_sdconet_config(cfg: CN) -> None:
     cfg.SOLVER.ITERS_PER_EPOCH = -1
     # Checkpoint every this many epochs (derives SOLVER.CHECKPOINT_PERIOD).
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 1
-    # DDP: SR parameters are unused in stage 1, so DDP must tolerate unused parameters.
-    cfg.SOLVER.FIND_UNUSED_PARAMETERS = True
+    # DDP: SR parameters are unused in stage 1, so DDP must tolerate unused parameters (the trainer turns it on
+    # for every model with an SR branch).
+    cfg.SOLVER.FIND_UNUSED_PARAMETERS = recipe == "sdconet"
+
+    # ---------------------------------------------------------------------------------------------------- TEST
+    # Evaluate every this many epochs (derives TEST.EVAL_PERIOD); 0 = only after the last iteration.
+    cfg.TEST.EVAL_PERIOD_EPOCHS = 1
+    # COCOeval maxDets for the headline AP table: 100 = the COCO standard the paper's tables use; 300 scores
+    # all kept detections (dense tiles).
+    cfg.TEST.COCO_MAX_DETS = 100
+    cfg.TEST.SR_EVAL = CN()
+    # Also run the SR branch at evaluation and report PSNR/SSIM of SR vs HR (models with SR, LR_MODE degrade).
+    cfg.TEST.SR_EVAL.ENABLED = False
+    # Pixels shaved from every HR border before PSNR/SSIM (the SR-literature convention is the scale s).
+    cfg.TEST.SR_EVAL.CROP_BORDER = 0
+
+    if recipe == "sdconet":
+        _sdconet_recipe(cfg, _d)
+    else:
+        # The stock heads' class count: 0 = len(thing_classes) of the training set (resolved into config.yaml).
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = 0
+        cfg.MODEL.RETINANET.NUM_CLASSES = 0
+
+
+def _sdconet_recipe(cfg: CN, _d: SDCoNetConfig) -> None:
+    """The stock keys as SDCoNet needs them (paper recipe)."""
+    cfg.MODEL.META_ARCHITECTURE = "SDCoNet"
+    # Core models take RGB normalised with ImageNet statistics (sdconet.modeling.constants, 0-255 scale).
+    cfg.MODEL.PIXEL_MEAN = list(PIXEL_MEAN)
+    cfg.MODEL.PIXEL_STD = list(PIXEL_STD)
+    cfg.INPUT.FORMAT = "RGB"
     # Paper recipe: AdamW 1e-4 / wd 1e-4, batch 2, no warm-up, LR x0.1 at the milestones.
     cfg.SOLVER.BASE_LR = 1e-4
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
@@ -169,31 +242,38 @@ def add_sdconet_config(cfg: CN) -> None:
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.1
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-
-    # ---------------------------------------------------------------------------------------------- DATALOADER
     # Empty tiles are trained on (official recipe) and count towards the epoch length.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
-
-    # ---------------------------------------------------------------------------------------------------- TEST
-    # Evaluate every this many epochs (derives TEST.EVAL_PERIOD); 0 = only after the last iteration.
-    cfg.TEST.EVAL_PERIOD_EPOCHS = 1
     # Detections the model keeps per image (top-k over queries x classes; 300 in the official recipe).
     cfg.TEST.DETECTIONS_PER_IMAGE = _d.topk_test
-    # COCOeval maxDets for the headline AP table: 100 = the COCO standard the paper's tables use; 300 scores
-    # all kept detections (dense tiles).
-    cfg.TEST.COCO_MAX_DETS = 100
-    cfg.TEST.SR_EVAL = CN()
-    # Also run the SR branch at evaluation and report PSNR/SSIM of SR vs HR (variants with SR, LR_MODE degrade).
-    cfg.TEST.SR_EVAL.ENABLED = False
-    # Pixels shaved from every HR border before PSNR/SSIM (the SR-literature convention is the scale s).
-    cfg.TEST.SR_EVAL.CROP_BORDER = 0
 
 
-def get_sdconet_cfg() -> CN:
-    """detectron2's default config with SDCoNet's keys added (not frozen)."""
+def recipe_for(config_file: str, opts: Sequence[str] = ()) -> str:
+    """``"sdconet"`` when the config's meta-architecture is ``SDCoNet`` (or unset), else ``"detectron2"``.
+
+    Reads ``MODEL.META_ARCHITECTURE`` from ``config_file`` (following its ``_BASE_`` chain) and from ``opts``
+    (``KEY VALUE`` pairs; the last one wins), without building a config.
+    """
+    meta = CN.load_yaml_with_base(config_file, allow_unsafe=True).get("MODEL", {}).get("META_ARCHITECTURE")
+    opts = list(opts)
+    for key, value in zip(opts[0::2], opts[1::2]):
+        if key == "MODEL.META_ARCHITECTURE":
+            meta = value
+    return "sdconet" if meta in (None, "SDCoNet") else "detectron2"
+
+
+def get_sdconet_cfg(recipe: str = "sdconet") -> CN:
+    """detectron2's default config with the plugin's keys added for ``recipe`` (not frozen)."""
     cfg = get_cfg()
-    add_sdconet_config(cfg)
+    add_sdconet_config(cfg, recipe)
     return cfg
+
+
+def config_has_sr(cfg: CN) -> bool:
+    """Whether the configured model has an SR branch: an SDCoNet variant with SR, or ``MODEL.SR_BRANCH.ENABLED``."""
+    if cfg.MODEL.META_ARCHITECTURE == "SDCoNet":
+        return cfg.MODEL.SDCONET.VARIANT in SR_VARIANTS
+    return bool(cfg.MODEL.SR_BRANCH.ENABLED)
 
 
 def sdconet_config_from_cfg(cfg: CN) -> SDCoNetConfig:
@@ -221,8 +301,19 @@ def core_config_kwargs(cfg: CN) -> dict:
     return {f.name: getattr(core, f.name) for f in fields(core) if f.name != "num_feature_levels"}
 
 
+def load_cfg(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """Defaults for the config's recipe (:func:`recipe_for`) + plugin keys + ``config_file`` + ``opts``.
+
+    Not resolved and not frozen (see :func:`setup_cfg`).
+    """
+    cfg = get_sdconet_cfg(recipe_for(config_file, opts))
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def setup_cfg(config_file: str, opts=(), *, count_images: bool = True) -> CN:
-    """Config for a run: defaults + SDCoNet keys + ``config_file`` + ``opts``, derived keys resolved, frozen.
+    """Config for a run: :func:`load_cfg`, derived keys resolved, frozen.
 
     Args:
         config_file: a yaml under ``projects/SDCoNet/configs`` (or one with ``_BASE_`` pointing there).
@@ -231,9 +322,7 @@ def setup_cfg(config_file: str, opts=(), *, count_images: bool = True) -> CN:
     """
     from .schedule import resolve_cfg  # local: schedule imports detectron2.data, config stays light
 
-    cfg = get_sdconet_cfg()
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = load_cfg(config_file, opts)
     resolve_cfg(cfg, count_images=count_images)
     cfg.freeze()
     return cfg

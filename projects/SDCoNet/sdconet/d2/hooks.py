@@ -10,20 +10,31 @@ from detectron2.utils import comm
 
 from sdconet.engine.routing import StagePolicy
 
-from .solver import core_of
+from .solver import core_of, unwrap
 
-__all__ = ["SRStageHook", "TrainingStatsHook"]
+__all__ = ["SRStageHook", "TrainingStatsHook", "sr_controller"]
 
 logger = logging.getLogger(__name__)
 
 
+def sr_controller(model):
+    """The object that owns a model's SR switch (``has_sr``, ``sr_enabled``, ``set_sr_enabled``), or None.
+
+    SDCoNet: its core (None for variants without SR); a detectron2 detector with the SR add-on
+    (:mod:`sdconet.d2.sr_branch`): the detector itself; any other model: None. DDP wrappers are looked through.
+    """
+    model = unwrap(model)
+    obj = getattr(model, "core", model)
+    return obj if bool(getattr(obj, "has_sr", False)) else None
+
+
 class SRStageHook(HookBase):
-    """Switches the core model between stage 1 (SR off) and stage 2 (SR on) by iteration.
+    """Switches the model's SR branch (:func:`sr_controller`) between stage 1 (off) and stage 2 (on) by iteration.
 
     The stage is a pure function of the iteration (:meth:`StagePolicy.stage_at_iter`), applied in ``before_train``
     (so ``--resume`` lands in the right stage: ``trainer.iter`` is the resumed iteration there) and checked before
     every step (one comparison). Every rank runs it at the same iteration. It only toggles
-    ``core.set_sr_enabled`` -- never ``requires_grad`` -- so the DDP wrapper (built with
+    ``set_sr_enabled`` -- never ``requires_grad`` -- so the DDP wrapper (built with
     ``find_unused_parameters=True``) stays valid across the switch. The stage is logged as the scalar ``stage``.
 
     Args:
@@ -42,7 +53,9 @@ class SRStageHook(HookBase):
         it = self.trainer.iter
         stage = self.policy.stage_at_iter(it, self.iters_per_epoch)
         enabled = self.policy.sr_enabled_at_iter(it, self.iters_per_epoch)
-        core = core_of(self.trainer.model)
+        core = sr_controller(self.trainer.model)
+        if core is None:
+            raise ValueError("SRStageHook: the model has no SR branch (install the hook only for models with one)")
         if stage != self.stage or bool(core.sr_enabled) != enabled:
             core.set_sr_enabled(enabled)
             logger.info(
@@ -65,9 +78,9 @@ class SRStageHook(HookBase):
 
 
 class TrainingStatsHook(HookBase):
-    """Logs per-group learning rates (``lr/<group>``), the pre-clip gradient norm (``grad_norm``) and the core's
-    ``last_stats`` (``train/kept_token_ratio``, ``train/sr_psnr`` while SR trains) to the EventStorage, i.e. to
-    ``metrics.json`` and TensorBoard. Main process only (statistics of its own batch)."""
+    """Logs per-group learning rates (``lr/<group>``), the pre-clip gradient norm (``grad_norm``) and the model's
+    ``last_stats`` if it has any (``train/kept_token_ratio``, ``train/sr_psnr`` while SR trains) to the
+    EventStorage, i.e. to ``metrics.json`` and TensorBoard. Main process only (statistics of its own batch)."""
 
     def after_step(self) -> None:
         if not comm.is_main_process():

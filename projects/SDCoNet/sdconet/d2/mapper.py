@@ -8,6 +8,12 @@ predictions in the HR frame and COCOEvaluator scores them against the original a
 
 In ``"real"`` mode the image file itself is the (low-quality) model input: no degradation, no HR target.
 
+The same mapper feeds detectron2's own detectors (the baselines): the pixel format follows ``INPUT.FORMAT`` (``RGB``
+for Swin/SDCoNet, ``BGR`` for the MSRA ResNet weights; the degradation works per channel, so the order does not
+change it), the boxes are in the LR input frame (the frame a stock detector trains in), and ``height``/``width``
+make every meta-architecture's own postprocessing return boxes in the HR tile frame: AP is measured in the same frame
+for SDCoNet and the baselines. The HR tile is only emitted for models with an SR branch.
+
 Tiles whose size is not a multiple of the SR factor ``s`` are cropped at the bottom/right to the largest multiple
 (at most ``s - 1`` pixels) so the HR target is exactly ``s x`` the LR input.
 """
@@ -24,11 +30,15 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from .config import config_has_sr
+
 __all__ = ["LR_MODES", "SDCoNetDatasetMapper"]
 
 logger = logging.getLogger(__name__)
 
 LR_MODES = ("degrade", "real")
+#: Pixel formats the mapper emits (``INPUT.FORMAT``).
+IMAGE_FORMATS = ("RGB", "BGR")
 
 
 def _flip_augmentations(random_flip: str) -> List[T.Augmentation]:
@@ -58,11 +68,14 @@ class SDCoNetDatasetMapper:
         sr_scale: SR factor s (LR = HR / s).
         lr_mode: ``"degrade"`` (LR made from the HR tile) or ``"real"`` (the file is the LR input; no HR).
         keep_hr: emit ``hr_image`` (degrade mode). Needed for the SR loss and the SR evaluator.
-        degrade_fn: ``(hr uint8 HWC RGB, scale) -> lr uint8``; default :func:`sdconet.data.degradation.degrade`.
+        degrade_fn: ``(hr uint8 HWC, scale) -> lr uint8`` (per channel); default
+            :func:`sdconet.data.degradation.degrade`.
+        image_format: ``"RGB"`` or ``"BGR"``: channel order of ``image`` and ``hr_image``.
 
     Output dict: the input's keys (``file_name``, ``image_id``, ``height``, ``width`` = original tile size) plus
-    ``image`` (3, h, w) uint8 RGB LR input, ``hr_image`` (3, s*h, s*w) uint8 RGB (degrade mode, ``keep_hr``), and in
-    training ``instances`` (``gt_boxes`` absolute XYXY in the LR input frame, ``gt_classes``).
+    ``image`` (3, h, w) uint8 LR input, ``hr_image`` (3, s*h, s*w) uint8 (degrade mode, ``keep_hr``), both in
+    ``image_format``, and in training ``instances`` (``gt_boxes`` absolute XYXY in the LR input frame,
+    ``gt_classes``).
     """
 
     @configurable
@@ -75,7 +88,12 @@ class SDCoNetDatasetMapper:
         lr_mode: str = "degrade",
         keep_hr: bool = True,
         degrade_fn: Optional[Callable[[np.ndarray, int], np.ndarray]] = None,
+        image_format: str = "RGB",
     ) -> None:
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(
+                f"SDCoNetDatasetMapper: INPUT.FORMAT must be one of {IMAGE_FORMATS} (got '{image_format}')"
+            )
         if lr_mode not in LR_MODES:
             raise ValueError(f"SDCoNetDatasetMapper: lr_mode must be one of {LR_MODES} (got '{lr_mode}')")
         if sr_scale < 1:
@@ -88,11 +106,14 @@ class SDCoNetDatasetMapper:
         self.lr_mode = lr_mode
         self.keep_hr = keep_hr and lr_mode == "degrade"
         self.degrade_fn = degrade_fn
+        self.image_format = image_format
         logger.info(
-            "SDCoNetDatasetMapper(%s): lr_mode=%s, scale=%d, augmentations=%s",
+            "SDCoNetDatasetMapper(%s): lr_mode=%s, scale=%d, format=%s, HR target %s, augmentations=%s",
             "train" if is_train else "test",
             lr_mode,
             self.sr_scale,
+            image_format,
+            "on" if self.keep_hr else "off",
             self.augmentations,
         )
 
@@ -103,12 +124,14 @@ class SDCoNetDatasetMapper:
             "augmentations": _flip_augmentations(cfg.INPUT.RANDOM_FLIP) if is_train else [],
             "sr_scale": cfg.MODEL.SDCONET.SR.SCALE,
             "lr_mode": cfg.INPUT.LR_MODE,
-            "keep_hr": True,
+            # SDCoNet always gets it (its tests and evaluators expect it); other models only with an SR branch.
+            "keep_hr": cfg.MODEL.META_ARCHITECTURE == "SDCoNet" or config_has_sr(cfg),
+            "image_format": cfg.INPUT.FORMAT,
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         d = copy.deepcopy(dataset_dict)
-        image = utils.read_image(d["file_name"], format="RGB")
+        image = utils.read_image(d["file_name"], format=self.image_format)
         utils.check_image_size(d, image)  # also fills height/width when the dict lacks them
         if not image.flags.writeable:  # PIL-backed arrays are read-only; torch.from_numpy warns on them
             image = image.copy()

@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 
 from sdconet.engine.schedule import EpochSchedule, scale_recipe
 
-__all__ = ["count_train_images", "resolve_cfg", "sr_start_epoch"]
+__all__ = ["NUM_CLASSES_KEYS", "count_train_images", "num_classes_key", "resolve_cfg", "sr_start_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,24 +24,101 @@ def count_train_images(cfg: CfgNode) -> int:
     return len(dicts)
 
 
-def _resolve_num_classes(cfg: CfgNode) -> None:
-    if cfg.MODEL.SDCONET.NUM_CLASSES > 0:
-        return
+#: Class-count keys the plugin resolves from the training set when they are 0, and the meta-architectures that
+#: read them (any other meta-architecture is taken to read ROI_HEADS.NUM_CLASSES, like GeneralizedRCNN).
+NUM_CLASSES_KEYS = {
+    "MODEL.SDCONET.NUM_CLASSES": ("SDCoNet",),
+    "MODEL.RETINANET.NUM_CLASSES": ("RetinaNet",),
+    "MODEL.ROI_HEADS.NUM_CLASSES": (),
+}
+
+
+def _get(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg: CfgNode, key: str, value) -> None:
+    *path, leaf = key.split(".")
+    node = cfg
+    for part in path:
+        node = node[part]
+    node[leaf] = value
+
+
+def num_classes_key(meta_architecture: str) -> str:
+    """The class-count key a meta-architecture reads (``MODEL.ROI_HEADS.NUM_CLASSES`` for unknown ones)."""
+    for key, archs in NUM_CLASSES_KEYS.items():
+        if meta_architecture in archs:
+            return key
+    return "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def _dataset_classes(cfg: CfgNode, load: bool):
+    """(dataset name, thing_classes) of the first train (or test) dataset; classes None when unknown."""
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not names:
-        raise ValueError("MODEL.SDCONET.NUM_CLASSES = 0 needs a dataset in DATASETS.TRAIN or DATASETS.TEST")
+        return None, None
     name = names[0]
     meta = MetadataCatalog.get(name)
     classes = meta.get("thing_classes", None)
-    if classes is None and name in DatasetCatalog.list():
+    if classes is None and load and name in DatasetCatalog.list():
         DatasetCatalog.get(name)  # load_coco_json fills thing_classes lazily
         classes = meta.get("thing_classes", None)
-    if not classes:
-        raise ValueError(
-            f"MODEL.SDCONET.NUM_CLASSES = 0 but dataset '{name}' has no thing_classes metadata; "
-            "register it with thing_classes or set MODEL.SDCONET.NUM_CLASSES"
+    return name, classes
+
+
+def _resolve_num_classes(cfg: CfgNode) -> None:
+    """Every class-count key that is 0 -> ``len(thing_classes)`` of the first train (or test) dataset.
+
+    Raises only when the key the configured meta-architecture reads cannot be resolved. A key that is set by hand
+    but disagrees with the dataset's (already known) class list gets a warning.
+    """
+    needed = num_classes_key(cfg.MODEL.META_ARCHITECTURE)
+    zero = [k for k in NUM_CLASSES_KEYS if _get(cfg, k) == 0]
+    name, classes = _dataset_classes(cfg, load=bool(zero))
+    if zero:
+        if not classes:
+            if needed not in zero:
+                return
+            if name is None:
+                raise ValueError(f"{needed} = 0 needs a dataset in DATASETS.TRAIN or DATASETS.TEST")
+            raise ValueError(
+                f"{needed} = 0 but dataset '{name}' has no thing_classes metadata; "
+                f"register it with thing_classes or set {needed}"
+            )
+        for key in zero:
+            _set(cfg, key, len(classes))
+    elif classes and _get(cfg, needed) != len(classes):
+        logger.warning(
+            "%s = %d but dataset '%s' has %d classes %s; set it to 0 to take the dataset's",
+            needed,
+            _get(cfg, needed),
+            name,
+            len(classes),
+            list(classes),
         )
-    cfg.MODEL.SDCONET.NUM_CLASSES = len(classes)
+
+
+def _scale_base_lr(cfg: CfgNode) -> None:
+    """``SOLVER.BASE_LR_BATCH > 0``: BASE_LR is for that batch -> scale it linearly to IMS_PER_BATCH, set the key 0."""
+    s = cfg.SOLVER
+    if s.BASE_LR_BATCH < 0:
+        raise ValueError(f"SOLVER.BASE_LR_BATCH must be >= 0 (got {s.BASE_LR_BATCH})")
+    if s.BASE_LR_BATCH == 0:
+        return
+    lr = s.BASE_LR * s.IMS_PER_BATCH / s.BASE_LR_BATCH
+    logger.info(
+        "Linear LR scaling: BASE_LR %g at batch %d -> %g at SOLVER.IMS_PER_BATCH %d",
+        s.BASE_LR,
+        s.BASE_LR_BATCH,
+        lr,
+        s.IMS_PER_BATCH,
+    )
+    s.BASE_LR = lr
+    s.BASE_LR_BATCH = 0
 
 
 def _recipe(cfg: CfgNode):
@@ -72,7 +149,9 @@ def sr_start_epoch(cfg: CfgNode) -> float:
 def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
     """Fill the derived keys in place (the config must not be frozen) and return it.
 
-    * ``MODEL.SDCONET.NUM_CLASSES`` = 0 -> ``len(thing_classes)`` of the first train (or test) dataset.
+    * ``MODEL.SDCONET.NUM_CLASSES``, ``MODEL.ROI_HEADS.NUM_CLASSES``, ``MODEL.RETINANET.NUM_CLASSES`` = 0 ->
+      ``len(thing_classes)`` of the first train (or test) dataset.
+    * ``SOLVER.BASE_LR_BATCH`` > 0 -> ``BASE_LR`` scaled linearly from that batch to ``IMS_PER_BATCH``.
     * ``SOLVER.ITERS_PER_EPOCH`` = ceil(N / IMS_PER_BATCH), N = training images after the loader's filtering, and
       ``SOLVER.SR_START_ITER`` = SR_START_EPOCH x ITERS_PER_EPOCH (the iteration where stage 2 starts).
     * ``SOLVER.BUDGET_EPOCHS > 0`` trains that many epochs of the recipe, with ``SR_START_EPOCH`` and
@@ -91,6 +170,7 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
     if cfg.is_frozen():
         raise ValueError("resolve_cfg: the config is frozen; call it before cfg.freeze()")
     _resolve_num_classes(cfg)
+    _scale_base_lr(cfg)
     s = cfg.SOLVER
     if s.REFERENCE_WORLD_SIZE != 0:
         raise ValueError(

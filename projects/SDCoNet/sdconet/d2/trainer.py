@@ -1,4 +1,9 @@
-"""``SDCoNetTrainer``: detectron2's DefaultTrainer with SDCoNet's optimizer, data, evaluators, DDP and hooks."""
+"""``SDCoNetTrainer``: detectron2's DefaultTrainer with the plugin's optimizer, data, evaluators, DDP and hooks.
+
+It trains any meta-architecture: SDCoNet, detectron2's own detectors (the baselines) and those with the SR add-on
+(:mod:`sdconet.d2.sr_branch`). The gradient-routing stage hook and the SR evaluator apply only to models with an SR
+branch; for the others one log line says they are skipped.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ from detectron2.utils.logger import setup_logger
 
 from sdconet.engine.routing import StagePolicy
 
-from .hooks import SRStageHook, TrainingStatsHook
+from .config import config_has_sr
+from .hooks import SRStageHook, TrainingStatsHook, sr_controller
 from .mapper import SDCoNetDatasetMapper
 from .schedule import sr_start_epoch
-from .solver import build_sdconet_optimizer, core_of
+from .solver import build_optimizer
+from .sr_branch import build_model
 from .sr_evaluator import SREvaluator
 
 __all__ = ["SDCoNetTrainer"]
@@ -30,12 +37,16 @@ logger = logging.getLogger(__name__)
 class SDCoNetTrainer(DefaultTrainer):
     """DefaultTrainer with:
 
-    * AdamW over the fixed gradient-routing groups and full-model clipping (:func:`build_sdconet_optimizer`);
-    * DDP built with ``find_unused_parameters=SOLVER.FIND_UNUSED_PARAMETERS`` (SR parameters are unused in stage 1;
-      DefaultTrainer hard-codes ``broadcast_buffers=False`` only, hence the ``__init__`` override);
+    * the model from :func:`sdconet.d2.sr_branch.build_model` (detectron2's ``build_model`` + the SR add-on when
+      ``MODEL.SR_BRANCH.ENABLED``);
+    * ``SOLVER.OPTIMIZER`` over the fixed gradient-routing groups (:func:`sdconet.d2.solver.build_optimizer`):
+      SDCoNet's AdamW + full-model clipping, or detectron2's SGD recipe for its own detectors;
+    * DDP built with ``find_unused_parameters`` = ``SOLVER.FIND_UNUSED_PARAMETERS`` or the model has an SR branch
+      (SR parameters are unused in stage 1; DefaultTrainer hard-codes ``broadcast_buffers=False`` only, hence the
+      ``__init__`` override);
     * the LR/HR dataset mapper for training and testing;
-    * COCOEvaluator (maxDets ``TEST.COCO_MAX_DETS``) + optional SR evaluator;
-    * hooks: :class:`SRStageHook` first, :class:`TrainingStatsHook` before the writers.
+    * COCOEvaluator (maxDets ``TEST.COCO_MAX_DETS``) + the SR evaluator for models with SR;
+    * hooks: :class:`SRStageHook` first (models with an SR branch), :class:`TrainingStatsHook` before the writers.
 
     Expects a config resolved by :func:`sdconet.d2.schedule.resolve_cfg` (``SOLVER.ITERS_PER_EPOCH`` > 0).
     """
@@ -52,9 +63,8 @@ class SDCoNetTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(
-            model, broadcast_buffers=False, find_unused_parameters=cfg.SOLVER.FIND_UNUSED_PARAMETERS
-        )
+        find_unused = bool(cfg.SOLVER.FIND_UNUSED_PARAMETERS) or sr_controller(model) is not None
+        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=find_unused)
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
             model, data_loader, optimizer
         )
@@ -67,8 +77,14 @@ class SDCoNetTrainer(DefaultTrainer):
 
     # ------------------------------------------------------------------------------------------------ builders
     @classmethod
+    def build_model(cls, cfg):
+        model = build_model(cfg)
+        logging.getLogger(__name__).info("Model:\n%s", model)
+        return model
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
-        return build_sdconet_optimizer(cfg, model)
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -82,7 +98,8 @@ class SDCoNetTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """COCOEvaluator (AP, AP50, AP75, APs/m/l + per-class AP table) at ``TEST.COCO_MAX_DETS`` (+ SR metrics)."""
+        """COCOEvaluator (AP, AP50, AP75, APs/m/l + per-class AP table) at ``TEST.COCO_MAX_DETS`` (+ SR metrics for
+        models with an SR branch when ``TEST.SR_EVAL.ENABLED``)."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         evaluators = [
             COCOEvaluator(
@@ -92,15 +109,19 @@ class SDCoNetTrainer(DefaultTrainer):
                 max_dets_per_image=cfg.TEST.COCO_MAX_DETS,
             )
         ]
-        if cfg.TEST.SR_EVAL.ENABLED:
+        if cfg.TEST.SR_EVAL.ENABLED and not config_has_sr(cfg):
+            logger.info("TEST.SR_EVAL.ENABLED ignored: the model has no SR branch")
+        elif cfg.TEST.SR_EVAL.ENABLED:
             evaluators.append(SREvaluator(crop_border=cfg.TEST.SR_EVAL.CROP_BORDER))
         return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]
 
     def build_hooks(self) -> List[hooks.HookBase]:
         ret = super().build_hooks()
-        core = core_of(self.model)
-        policy = StagePolicy(sr_start_epoch=sr_start_epoch(self.cfg), has_sr=bool(core.has_sr))
-        ret.insert(0, SRStageHook(policy, self.cfg.SOLVER.ITERS_PER_EPOCH))
+        if sr_controller(self.model) is None:
+            logger.info("No SR branch in %s: gradient routing (SR stage hook) skipped", type(self.model).__name__)
+        else:
+            policy = StagePolicy(sr_start_epoch=sr_start_epoch(self.cfg), has_sr=True)
+            ret.insert(0, SRStageHook(policy, self.cfg.SOLVER.ITERS_PER_EPOCH))
         writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         ret.insert(writer_at, TrainingStatsHook())
         return ret
