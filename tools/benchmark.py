@@ -27,6 +27,11 @@ For each variant and LR input size (``--sizes``, square):
   profiler's allocation records), at batch 1 and at ``--batch``, next to the weights' size;
 * ``--profile``: share of the operator time spent in the deformable-attention core (torch.profiler).
 
+detectron2's own detectors (``--baselines``, when detectron2 is installed; all by default): Faster R-CNN, RetinaNet and
+Cascade R-CNN with R50-FPN or our Swin-T-FPN, built from ``projects/SDCoNet/configs/baselines`` by
+``sdconet.d2.benchmark`` (random init, 10 classes), timed in the same interleaved rounds in fp32; their call includes
+normalisation and postprocessing (NMS), and their R-CNN FLOPs depend on the number of proposals (up to 1000).
+
 A peer is measured side by side in the same process when the optional ``transformers`` package is installed
 (``pip install -e ".[peer]"``): transformers' Deformable-DETR, randomly initialised, Swin-T backbone, the same
 width, heads, levels, points, layers and 300 queries, two-stage proposals with box refinement (as DINO's query
@@ -41,6 +46,7 @@ Examples (repository root)::
     python tools/benchmark.py --device cpu --sizes 256 --quick --out output/bench_cpu.json
     python tools/benchmark.py --device cuda --dtypes bf16,fp32 --msda-backends auto,pytorch --profile
     python tools/benchmark.py --tiny --sizes 64 --quick          # a reduced model, seconds on a laptop
+    python tools/benchmark.py --device cpu --sizes 256 --variants dino,sdconet-joint --baselines all --dtypes fp32
 """
 
 from __future__ import annotations
@@ -168,6 +174,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--peer-ffn", type=_csv(int), default=None, help="peer FFN widths (default: SDCoNet's)")
     p.add_argument("--peer-queries", type=int, default=None, help="peer queries (default: SDCoNet's)")
     p.add_argument("--peer-plain", action="store_true", help="peer without two-stage/box refinement")
+    p.add_argument(
+        "--baselines",
+        type=_csv(str),
+        default=None,
+        help="detectron2 detectors: comma list, 'all' or 'none' (default: all when detectron2 is installed)",
+    )
     p.add_argument("--tiny", action="store_true", help="reduced model (SDCoNetConfig.tiny) for tests")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; later groups are skipped")
@@ -183,6 +195,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bad = [b for b in args.msda_backends if b not in MSDA_BACKENDS]
     if bad:
         p.error(f"--msda-backends: unknown {bad}; known: {list(MSDA_BACKENDS)}")
+    known = d2_baselines()
+    if args.baselines is None:
+        args.baselines = ["all"] if known and not args.tiny else ["none"]
+    if args.baselines in (["none"], []):
+        args.baselines = []
+    elif not known:
+        p.error("--baselines: detectron2 is not installed (see the README's install section)")
+    elif args.baselines == ["all"]:
+        args.baselines = list(known)
+    else:
+        bad = [b for b in args.baselines if b not in known]
+        if bad:
+            p.error(f"--baselines: unknown {bad}; known: {list(known)}")
     if args.sizes is None:
         args.sizes = [64] if args.tiny else [256, 512]
     if any(s < 32 or s % 32 for s in args.sizes):
@@ -205,6 +230,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------------------------
+def d2_baselines() -> Dict[str, tuple]:
+    """name -> (config, description) of the detectron2 baselines; empty when detectron2 is not installed."""
+    try:
+        from sdconet.d2.benchmark import BASELINES
+    except ImportError:
+        return {}
+    return dict(BASELINES)
+
+
+def build_baseline_model(name: str, size: int, device) -> torch.nn.Module:
+    from sdconet.d2.benchmark import build_baseline
+
+    return build_baseline(name, size, device=str(device))
+
+
+def baseline_images(images: torch.Tensor) -> torch.Tensor:
+    """The random-normal benchmark images mapped to the 0-255 scale a detectron2 detector takes."""
+    return (images * 58.0 + 120.0).clamp(0, 255)
+
+
 def base_config(tiny: bool) -> SDCoNetConfig:
     return SDCoNetConfig.tiny() if tiny else SDCoNetConfig()
 
@@ -268,10 +313,21 @@ def random_images(batch: int, size: int, device, seed: int) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=gen).to(device)
 
 
-def make_call(model, is_peer: bool, images: torch.Tensor, device, dtype: str, compiled=None):
-    """Zero-argument inference callable (no grad, autocast for bf16/fp16)."""
+def make_call(model, is_peer: bool, images: torch.Tensor, device, dtype: str, compiled=None, kind: str = ""):
+    """Zero-argument inference callable (no grad, autocast for bf16/fp16).
+
+    ``kind="d2"``: a detectron2 detector, called on a list of input dicts of the images on the 0-255 scale.
+    """
     fn = compiled if compiled is not None else model
     mask = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.bool, device=images.device)
+    if kind == "d2":
+        inputs = [{"image": img} for img in baseline_images(images)]
+
+        def call_d2():
+            with torch.no_grad(), autocast_context(device, dtype):
+                return fn(inputs)
+
+        return call_d2
 
     def call():
         with torch.no_grad(), autocast_context(device, dtype):
@@ -299,6 +355,7 @@ def measure_flops(args, base: SDCoNetConfig, report: dict, save: Callable[[], No
     sizes = args.flops_sizes or args.sizes
     jobs = [(v, s) for s in sizes for v in args.variants]
     jobs += [(p, s) for s in sizes for p in peer_names(args, base)]
+    jobs += [(b, s) for s in sizes for b in args.baselines]
     cpu = torch.device("cpu")
     for name, size in tqdm(jobs, desc="GFLOPs", file=sys.stderr):
         if budget.exhausted():
@@ -307,7 +364,26 @@ def measure_flops(args, base: SDCoNetConfig, report: dict, save: Callable[[], No
         is_peer = name.startswith(PEER_PREFIX)
         row = {"variant": name, "size": size, "counter": None, "fvcore_error": None}
         try:
-            if is_peer:
+            if name in args.baselines:
+                from sdconet.d2.benchmark import BaselineOutputs
+
+                model = build_baseline_model(name, size, cpu)
+                params = sum(p.numel() for p in model.parameters())
+                row.update(
+                    params_total=params,
+                    params_inference=params,
+                    params_by_child={
+                        k: sum(p.numel() for p in c.parameters()) for k, c in model.named_children()
+                    },
+                )
+                images = baseline_images(random_images(1, size, cpu, args.seed))
+
+                def count(counter, model=model, images=images):
+                    return module_flops(
+                        BaselineOutputs(model), (images,), counter=counter, module_prefix="model"
+                    )
+
+            elif is_peer:
                 ffn = peer_names(args, base)[name]
                 model = build_peer_model(args, base, ffn, size, cpu, args.seed)
                 params = sum(p.numel() for p in model.parameters())
@@ -369,9 +445,11 @@ def measure_speed(args, base: SDCoNetConfig, report: dict, save: Callable[[], No
                 report["skipped"].append({"what": "speed", "device": device_name, "size": size})
                 continue
             models: Dict[str, torch.nn.Module] = {}
-            for name in list(args.variants) + list(peers):
+            for name in list(args.variants) + list(peers) + list(args.baselines):
                 try:
-                    if name in peers:
+                    if name in args.baselines:
+                        models[name] = build_baseline_model(name, size, device)
+                    elif name in peers:
                         models[name] = build_peer_model(args, base, peers[name], size, device, args.seed)
                     else:
                         models[name] = build_model(variant_config(base, name, size), device, args.seed)
@@ -399,8 +477,14 @@ def measure_speed(args, base: SDCoNetConfig, report: dict, save: Callable[[], No
                         continue
                     if resolved[backend] == "unavailable":
                         continue
-                    # The peer has its own attention: time it once per dtype (first backend).
-                    names = [n for n in models if n not in peers or backend == backends[0]]
+                    # The peer has its own attention: time it once per dtype (first backend); the detectron2
+                    # baselines have none and run in fp32 only.
+                    names = [
+                        n
+                        for n in models
+                        if (n not in peers or backend == backends[0])
+                        and (n not in args.baselines or (dtype == "fp32" and backend == backends[0]))
+                    ]
                     try:
                         preset = (warmup, runs, tp_warmup, tp_runs, batch)
                         _speed_group(
@@ -430,7 +514,8 @@ def _speed_group(
     try:
         calls1, first_call = {}, {}
         for n in names:
-            calls1[n] = make_call(models[n], n in peers, images1, device, dtype, compiled.get(n))
+            kind = "d2" if n in args.baselines else ""
+            calls1[n] = make_call(models[n], n in peers, images1, device, dtype, compiled.get(n), kind)
             synchronize(device)
             t0 = time.perf_counter()
             calls1[n]()  # first call: lazy init, kernel compilation (and torch.compile when asked)
@@ -452,6 +537,7 @@ def _speed_group(
                 "dtype": dtype,
                 "msda_backend": backend if n not in peers else PEER_BACKEND,
                 "msda_backend_used": backend_used if n not in peers else PEER_BACKEND,
+                "kind": "detectron2" if n in args.baselines else ("peer" if n in peers else "sdconet"),
                 "compile": bool(args.compile),
                 "first_call_ms": first_call[n],
                 "latency_b1": timings[n].to_dict(),
@@ -470,7 +556,15 @@ def _speed_group(
                 stats = getattr(models[n], "last_stats", None) or {}
                 row["kept_token_ratio"] = stats.get("kept_token_ratio")
                 if tp_runs > 0:
-                    call_b = make_call(models[n], n in peers, images_b, device, dtype, compiled.get(n))
+                    call_b = make_call(
+                        models[n],
+                        n in peers,
+                        images_b,
+                        device,
+                        dtype,
+                        compiled.get(n),
+                        "d2" if n in args.baselines else "",
+                    )
                     row["throughput"] = throughput(
                         call_b, batch, device=device, warmup=tp_warmup, runs=tp_runs
                     )

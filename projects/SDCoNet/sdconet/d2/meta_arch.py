@@ -157,8 +157,15 @@ class SDCoNet(nn.Module):
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, mask: torch.Tensor) -> List[Dict]:
         outputs = self.core(images.tensor, mask, return_sr=self.sr_eval)
+        return self.postprocess(outputs, batched_inputs, images.image_sizes)
+
+    def postprocess(
+        self, outputs: List[Dict[str, torch.Tensor]], batched_inputs: List[Dict], image_sizes: List
+    ) -> List[Dict]:
+        """Core outputs (``boxes`` XYXY normalised to the unpadded LR input) -> ``[{"instances"}]`` in each input's
+        ``height``/``width`` frame (the HR tile for the LR/HR mapper), as detectron2's detectors do."""
         results = []
-        for x, out, (h, w) in zip(batched_inputs, outputs, images.image_sizes):
+        for x, out, (h, w) in zip(batched_inputs, outputs, image_sizes):
             boxes = out["boxes"] * out["boxes"].new_tensor([w, h, w, h])
             inst = Instances((h, w))
             inst.pred_boxes = Boxes(boxes)

@@ -19,8 +19,10 @@ the stock detector (detectron2's own ``build_model`` / ``DefaultPredictor`` with
 checkpoint after dropping those keys (:func:`stock_state_dict`; detectron2's checkpointer drops them itself with
 an "unexpected keys" note).
 
-The HR target comes from the mapper (``hr_image``, ``INPUT.LR_MODE degrade``) in the detector's pixel format and is
-normalised with the detector's ``pixel_mean``/``pixel_std``, so the SR output lives in the backbone's input space.
+The HR target comes from the mapper (``hr_image``, ``INPUT.LR_MODE degrade``) in the detector's pixel format
+(``INPUT.FORMAT``) and is normalised with the ImageNet statistics in that channel order, whatever the detector's own
+``PIXEL_STD`` is: the SR output and ``loss_sr`` live in the same space as SDCoNet's (its loss weight 5 was set for
+it), not in the 0-255 range that the MSRA ResNet's std of 1 would give.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone
 from detectron2.modeling import build_model as d2_build_model
 from torch import nn
 
+from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
 from sdconet.modeling.sr.projected import ProjectedSRDecoder
 
 from .solver import SR_BRANCH_PREFIX
@@ -44,6 +47,7 @@ __all__ = [
     "build_model",
     "feature_source",
     "resolve_sr_features",
+    "sr_normalisation",
     "stock_state_dict",
     "with_sr_branch",
 ]
@@ -129,6 +133,8 @@ class SRAugmented:
         sr_loss_weight: weight of the L1 SR loss.
         sr_eval: in eval mode, also run the SR branch and return ``sr_image`` per image (3, s*h, s*w), float,
             0-255, in the input's pixel format.
+        sr_pixel_mean, sr_pixel_std: normalisation of the SR target and output (0-255 scale, the input's channel
+            order); default the ImageNet RGB statistics.
     """
 
     @configurable
@@ -140,12 +146,22 @@ class SRAugmented:
         sr_patch_feature: Optional[str],
         sr_loss_weight: float = 5.0,
         sr_eval: bool = False,
+        sr_pixel_mean: Sequence[float] = PIXEL_MEAN,
+        sr_pixel_std: Sequence[float] = PIXEL_STD,
         **detector_kwargs,
     ) -> None:
         super().__init__(**detector_kwargs)
         if not isinstance(getattr(self, "backbone", None), nn.Module):
-            raise TypeError(f"{type(self).__name__}: the SR branch needs a meta-architecture with a 'backbone'")
+            raise TypeError(
+                f"{type(self).__name__}: the SR branch needs a meta-architecture with a 'backbone'"
+            )
         self.sr_branch = sr_branch
+        self.register_buffer(
+            "sr_pixel_mean", torch.tensor(sr_pixel_mean, dtype=torch.float32).view(-1, 1, 1), False
+        )
+        self.register_buffer(
+            "sr_pixel_std", torch.tensor(sr_pixel_std, dtype=torch.float32).view(-1, 1, 1), False
+        )
         self.sr_in_features = list(sr_in_features)
         self.sr_patch_feature = sr_patch_feature
         self.sr_loss_weight = float(sr_loss_weight)
@@ -202,6 +218,7 @@ class SRAugmented:
             sr_patch_feature=patch,
             sr_loss_weight=r.LOSS_WEIGHT,
             sr_eval=cfg.TEST.SR_EVAL.ENABLED,
+            **sr_normalisation(cfg.INPUT.FORMAT),
         )
         return ret
 
@@ -258,11 +275,11 @@ class SRAugmented:
         return out
 
     def _normalise(self, img: torch.Tensor) -> torch.Tensor:
-        img = move_device_like(img, self.pixel_mean).float()
-        return (img - self.pixel_mean) / self.pixel_std
+        img = move_device_like(img, self.sr_pixel_mean).float()
+        return (img - self.sr_pixel_mean) / self.sr_pixel_std
 
     def _denormalise(self, img: torch.Tensor) -> torch.Tensor:
-        return (img.float() * self.pixel_std + self.pixel_mean).clamp(0, 255)
+        return (img.float() * self.sr_pixel_std + self.sr_pixel_mean).clamp(0, 255)
 
     def _hr_targets(
         self, batched_inputs: List[Dict], lr_sizes: List[Tuple[int, int]], sr: torch.Tensor
@@ -296,6 +313,17 @@ class SRAugmented:
         return float((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).mean())
 
 
+def sr_normalisation(image_format: str) -> Dict[str, List[float]]:
+    """``{"sr_pixel_mean", "sr_pixel_std"}``: the ImageNet statistics in the channel order of ``image_format``."""
+    if image_format == "RGB":
+        return {"sr_pixel_mean": list(PIXEL_MEAN), "sr_pixel_std": list(PIXEL_STD)}
+    if image_format == "BGR":
+        return {"sr_pixel_mean": list(PIXEL_MEAN)[::-1], "sr_pixel_std": list(PIXEL_STD)[::-1]}
+    raise ValueError(
+        f"MODEL.SR_BRANCH: INPUT.FORMAT must be RGB or BGR for the SR target (got '{image_format}')"
+    )
+
+
 def with_sr_branch(meta_arch_cls: type) -> type:
     """``<Name>WithSR``: the stock meta-architecture class with :class:`SRAugmented` in front (cached per class)."""
     if issubclass(meta_arch_cls, SRAugmented):
@@ -306,7 +334,11 @@ def with_sr_branch(meta_arch_cls: type) -> type:
         cls = type(
             name,
             (SRAugmented, meta_arch_cls),
-            {"__module__": __name__, "__qualname__": name, "__doc__": f"{meta_arch_cls.__name__} + SR branch."},
+            {
+                "__module__": __name__,
+                "__qualname__": name,
+                "__doc__": f"{meta_arch_cls.__name__} + SR branch.",
+            },
         )
         globals()[name] = cls  # importable by name, so the model pickles
         _CLASSES[meta_arch_cls] = cls
@@ -319,7 +351,9 @@ def build_model(cfg) -> nn.Module:
     if not cfg.MODEL.SR_BRANCH.ENABLED:
         return d2_build_model(cfg)
     if arch == "SDCoNet":
-        logger.warning("MODEL.SR_BRANCH.ENABLED is ignored for SDCoNet: MODEL.SDCONET.VARIANT decides its SR branch")
+        logger.warning(
+            "MODEL.SR_BRANCH.ENABLED is ignored for SDCoNet: MODEL.SDCONET.VARIANT decides its SR branch"
+        )
         return d2_build_model(cfg)
     model = with_sr_branch(META_ARCH_REGISTRY.get(arch))(cfg)
     model.to(torch.device(cfg.MODEL.DEVICE))

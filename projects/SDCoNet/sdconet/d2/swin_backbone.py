@@ -87,7 +87,9 @@ class SwinBackbone(Backbone):
 
 def _check_input(cfg, input_shape: ShapeSpec) -> None:
     if input_shape.channels != 3:
-        raise ValueError(f"Swin backbone: expects 3 input channels (MODEL.PIXEL_MEAN), got {input_shape.channels}")
+        raise ValueError(
+            f"Swin backbone: expects 3 input channels (MODEL.PIXEL_MEAN), got {input_shape.channels}"
+        )
     if cfg.INPUT.FORMAT != "RGB":
         raise ValueError(
             f"Swin backbone: INPUT.FORMAT must be 'RGB' (ImageNet Swin weights expect RGB with the ImageNet "
