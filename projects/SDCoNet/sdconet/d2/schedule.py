@@ -9,6 +9,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 
 from sdconet.engine.schedule import EpochSchedule, scale_recipe
 
+from .config import config_has_sr
+
 __all__ = ["NUM_CLASSES_KEYS", "count_train_images", "num_classes_key", "resolve_cfg", "sr_start_epoch"]
 
 logger = logging.getLogger(__name__)
@@ -217,15 +219,16 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
         )
     logger.info(
         "Schedule: %d training images, total batch %d -> %d iterations/epoch; MAX_ITER %d (%s epochs); LR steps %s; "
-        "SR branch (stage 2) from iteration %d (epoch %s); checkpoint every %d, evaluation every %d iterations",
+        "%s; checkpoint every %d, evaluation every %d iterations",
         n,
         s.IMS_PER_BATCH,
         s.ITERS_PER_EPOCH,
         s.MAX_ITER,
         max_epochs if s.MAX_EPOCHS > 0 else "iteration recipe",
         list(s.STEPS),
-        s.SR_START_ITER,
-        round(sr_start, 3),
+        f"SR branch (stage 2) from iteration {s.SR_START_ITER} (epoch {round(sr_start, 3)})"
+        if config_has_sr(cfg)
+        else "no SR branch",
         s.CHECKPOINT_PERIOD,
         cfg.TEST.EVAL_PERIOD,
     )
