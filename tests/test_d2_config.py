@@ -10,7 +10,8 @@ from sdconet.d2 import get_sdconet_cfg, sdconet_config_from_cfg  # noqa: E402
 from sdconet.modeling.config import SDCoNetConfig  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "projects" / "SDCoNet" / "configs"
-YAMLS = sorted(CONFIG_DIR.rglob("*.yaml"))
+# SDCoNet configs; configs/baselines holds detectron2's own detectors (tests/test_d2_baselines.py)
+YAMLS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "baselines" not in p.relative_to(CONFIG_DIR).parts)
 
 
 def _load(path):
