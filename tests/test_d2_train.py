@@ -1,5 +1,6 @@
 """End-to-end detectron2 integration with the real (tiny) core: forward contracts, stage switch, resume, eval."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -152,23 +153,37 @@ def test_train_stop_resume_and_eval_only_reproduces(synth, tmp_path):
     assert rec.sr_changed == [False, True]
     assert (tmp_path / "model_0000001.pth").exists() and not (tmp_path / "model_final.pth").exists()
 
+    # a better "best" from before the interruption survives the resume (BestCheckpointer state restored)
+    # (the interruption in the last iteration ran detectron2's after-train evaluation: model_best.pth exists, but
+    # last_checkpoint still names the periodic checkpoint)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    best_state = {"metric": "bbox/AP", "value": 1000.0, "iteration": 1}
+    (tmp_path / "model_best.json").write_text(json.dumps(best_state))
+    (tmp_path / "model_best.pth").unlink(missing_ok=True)
     resumed = SDCoNetTrainer(cfg)
     rec2 = _Record()
     resumed.register_hooks([rec2])
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
     resumed.train()
+    assert json.loads((tmp_path / "model_best.json").read_text()) == best_state
+    assert not (tmp_path / "model_best.pth").exists()
+    report = (tmp_path / "report.md").read_text()
+    assert "iteration 3 of 3" in report and "| maxDets | 100 |" in report and "Error breakdown" in report
+    assert "model_best.pth: iteration 1" in report and "test split" in report
     results = resumed._last_eval_results  # DefaultTrainer.train returns them only with EXPECTED_RESULTS
     assert rec2.sr == [True]  # iteration 2 in stage 2 straight away
     assert rec2.lr == pytest.approx([cfg.SOLVER.BASE_LR * 0.1])  # LR schedule restored: x0.1 from iteration 2
     assert (
-        set(results) == {"bbox", "sr"} and "AP-plane" in results["bbox"] and results["sr"]["num_images"] == 2
+        set(results) == {"bbox", "bbox_errors", "sr"}
+        and "AP-plane" in results["bbox"]
+        and results["sr"]["num_images"] == 2
     )
 
     model = SDCoNetTrainer.build_model(cfg)
     DetectionCheckpointer(model).resume_or_load(str(tmp_path / "model_final.pth"), resume=False)
     again = SDCoNetTrainer.test(cfg, model)
-    for task in ("bbox", "sr"):
+    for task in ("bbox", "bbox_errors", "sr"):
         for k, v in results[task].items():
             assert again[task][k] == pytest.approx(v, nan_ok=True), (task, k)
 
@@ -181,3 +196,4 @@ def test_pretrained_swin_weights_are_loaded_into_the_encoder(synth, tmp_path):
     cfg2 = _cfg(tmp_path, "MODEL.SWIN.PRETRAINED", str(tmp_path / "swin.pth"))
     enc = SDCoNetTrainer.build_model(cfg2).core.encoder.state_dict()
     assert all(torch.equal(enc[k], v) for k, v in state.items())
+

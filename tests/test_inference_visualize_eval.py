@@ -128,5 +128,11 @@ def test_scene_evaluation_against_the_unsliced_ground_truth():
     assert set(r2["per_class"]) == {"vehicle", "plane", "tank"}
     assert evaluate_scenes(gt, [], image_ids=[1])["metrics"]["100"]["AP"] == 0.0
     assert "| 1000 |" in format_report(r2)
+    # the same protocol code as the detectron2 evaluator: mmdet maxDets, AI-TOD buckets with GT counts
+    r3 = evaluate_scenes(gt, perfect, protocol="mmdet", area_ranges="aitod")
+    assert r3["protocol"]["metrics"]["AP"] == pytest.approx(100.0)
+    assert r3["protocol"]["metric_max_dets"]["AP50"] == 1000
+    assert sum(b["num_gt"] for b in r3["protocol"]["buckets"]) >= len(scene.boxes)  # boundaries count twice
+    assert "very tiny (APvt)" in format_report(r3)
     with pytest.raises(ValueError, match="not in the ground truth"):
         evaluate_scenes(gt, [dict(perfect[0], image_id=9)])

@@ -8,7 +8,10 @@ ground truth's through ``images.json`` next to it (file names matched by path su
 ``train_net.py --eval-only`` to see what tiling costs or gains.
 
 AP is reported for every ``--max-dets`` (default 100 = COCO standard, and 1000 for dense scenes), overall and per
-class; only the scenes that were predicted are scored unless ``--all-images`` is given.
+class, then under ``--protocol`` (``coco`` or the paper's ``mmdet``: AP at maxDets 100, the rest at 1000) with the
+``--area-ranges`` size buckets (``coco`` or ``aitod``, in scene pixels) and their GT counts -- the same code as the
+detectron2 evaluator (``sdconet.evaluation.coco_protocol``, see docs/EVALUATION.md). Only the scenes that were
+predicted are scored unless ``--all-images`` is given.
 
 Same reliability policy as ``tools/predict.py``: ``--out`` is checked before any work and an existing file is
 replaced only with ``--overwrite``; unreadable or invalid files are named. Exit status: 0 every predicted image was
@@ -28,6 +31,7 @@ import sys
 from pathlib import Path
 
 from sdconet.data.atomic import atomic_write_json
+from sdconet.evaluation.coco_protocol import AREA_PRESETS, PROTOCOLS
 from sdconet.inference.cli import load_json_file
 from sdconet.inference.coco_results import match_image_ids
 from sdconet.inference.run_policy import ExitCode, check_output_file, exit_code_for
@@ -66,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--ignore-difficult", action="store_true", help="objects flagged difficult neither count nor hurt"
     )
+    p.add_argument("--protocol", choices=PROTOCOLS, default="coco", help="headline protocol (coco)")
+    p.add_argument("--area-ranges", choices=sorted(AREA_PRESETS), default="coco", help="size buckets (coco)")
     p.add_argument(
         "--all-images", action="store_true", help="score every GT scene (unpredicted ones as misses)"
     )
@@ -87,7 +93,15 @@ def main(argv=None) -> int:
             print(f"failed: {name}: not in the ground truth {args.gt!r}", file=sys.stderr)
         if args.all_images:
             ids = [int(img["id"]) for img in gt.get("images", [])]
-        report = evaluate_scenes(gt, results, args.max_dets, args.ignore_difficult, image_ids=ids)
+        report = evaluate_scenes(
+            gt,
+            results,
+            args.max_dets,
+            args.ignore_difficult,
+            image_ids=ids,
+            protocol=args.protocol,
+            area_ranges=args.area_ranges,
+        )
     except (ValueError, KeyError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return int(ExitCode.SETUP_ERROR)

@@ -14,6 +14,7 @@ Multi-machine: run the same command on every machine with ``--num-machines N --m
 """
 
 import logging
+import os
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -22,6 +23,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from sdconet.d2 import SDCoNetTrainer, load_cfg, resolve_cfg  # import registers models, backbones, datasets
+from sdconet.d2.evaluation import append_metrics_json
 
 
 def setup(args):
@@ -37,21 +39,26 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    log = logging.getLogger("sdconet")
     if args.eval_only:
         model = SDCoNetTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        ckpt = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = SDCoNetTrainer.test(cfg, model)
         if comm.is_main_process():
+            # the same keys as the training's evaluations (bbox/AP, ...; <dataset>/bbox/AP with several datasets)
+            append_metrics_json(cfg.OUTPUT_DIR, res, (ckpt or {}).get("iteration"))
             verify_results(cfg, res)
+            log.info("Report: %s", os.path.join(cfg.OUTPUT_DIR, "report.md"))
         return res
     trainer = SDCoNetTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    logging.getLogger("sdconet").info(
-        "Training from iteration %d of %d", trainer.start_iter, trainer.max_iter
-    )
-    return trainer.train()
+    log.info("Training from iteration %d of %d", trainer.start_iter, trainer.max_iter)
+    res = trainer.train()
+    if comm.is_main_process() and cfg.DATASETS.TEST:
+        log.info("Report: %s", os.path.join(cfg.OUTPUT_DIR, "report.md"))
+    return res
 
 
 def invoke_main() -> None:

@@ -14,16 +14,20 @@ from detectron2.config import get_cfg
 
 from sdconet.config_io import sdconet_config_from_dict
 from sdconet.engine.routing import PAPER_SR_LR_MULTIPLIER
+from sdconet.evaluation.coco_protocol import AREA_PRESETS, PROTOCOLS, make_protocol
 from sdconet.modeling.config import SDCoNetConfig
 from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
 
 __all__ = [
     "RECIPES",
     "add_sdconet_config",
+    "area_frame_scale",
+    "check_eval_config",
     "config_has_sr",
     "core_config_kwargs",
     "get_sdconet_cfg",
     "load_cfg",
+    "model_max_detections",
     "recipe_for",
     "sdconet_config_from_cfg",
     "setup_cfg",
@@ -199,6 +203,10 @@ def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
     cfg.SOLVER.ITERS_PER_EPOCH = -1
     # Checkpoint every this many epochs (derives SOLVER.CHECKPOINT_PERIOD).
     cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS = 1
+    # Keep OUTPUT_DIR/model_best.pth by this result key of the evaluation ("bbox/AP", "bbox/AP50", "sr/PSNR", ...;
+    # higher is better), with detectron2's BestCheckpointer after every evaluation; "" = off. It is chosen on
+    # DATASETS.TEST: without a validation split that is the test split (the report says so).
+    cfg.SOLVER.BEST_METRIC = "bbox/AP"
     # DDP: SR parameters are unused in stage 1, so DDP must tolerate unused parameters (the trainer turns it on
     # for every model with an SR branch).
     cfg.SOLVER.FIND_UNUSED_PARAMETERS = recipe == "sdconet"
@@ -206,14 +214,28 @@ def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
     # ---------------------------------------------------------------------------------------------------- TEST
     # Evaluate every this many epochs (derives TEST.EVAL_PERIOD); 0 = only after the last iteration.
     cfg.TEST.EVAL_PERIOD_EPOCHS = 1
-    # COCOeval maxDets for the headline AP table: 100 = the COCO standard the paper's tables use; 300 scores
-    # all kept detections (dense tiles).
+    # Evaluation protocol: "coco" = COCOeval maxDets [1, 10, COCO_MAX_DETS], every number at COCO_MAX_DETS
+    # (detectron2's COCOEvaluator); "mmdet" = maxDets [100, 300, 1000] as mmdet's CocoMetric (the paper's
+    # numbers): AP at 100, AP50/AP75/size APs and ARs at 1000 (COCO_MAX_DETS unused).
+    cfg.TEST.COCO_PROTOCOL = "coco"
+    # Headline maxDets of the "coco" protocol: 100 = the COCO standard; 300 scores all kept detections on dense
+    # tiles. Must not exceed the detections the model returns (checked at config time).
     cfg.TEST.COCO_MAX_DETS = 100
+    # Size buckets by sqrt(box area): "coco" (small < 32, medium 32-96, large >= 96 px) or "aitod" (very tiny
+    # < 8, tiny 8-16, small 16-32, medium >= 32 px); GT counts per bucket are reported beside AP/AR.
+    cfg.TEST.AREA_RANGES = "coco"
+    # Frame the bucket sizes are measured in: "hr" (the HR tile frame the boxes are scored in; the paper's, the
+    # authors' code rescales predictions to the HR image) or "lr" (the LR input the detector sees: sides / SCALE).
+    cfg.TEST.AREA_FRAME = "hr"
     cfg.TEST.SR_EVAL = CN()
-    # Also run the SR branch at evaluation and report PSNR/SSIM of SR vs HR (models with SR, LR_MODE degrade).
+    # Also run the SR branch at evaluation and report PSNR/SSIM of SR vs HR, beside bicubic upsampling of the same
+    # LR input (models with SR, LR_MODE degrade).
     cfg.TEST.SR_EVAL.ENABLED = False
     # Pixels shaved from every HR border before PSNR/SSIM (the SR-literature convention is the scale s).
     cfg.TEST.SR_EVAL.CROP_BORDER = 0
+    # Write the first N test images as PNG (bicubic | SR | HR side by side) to OUTPUT_DIR/report/sr/ at every
+    # evaluation (needs TEST.SR_EVAL.ENABLED); 0 = none.
+    cfg.TEST.SR_EVAL.SAVE = 0
 
     if recipe == "sdconet":
         _sdconet_recipe(cfg, _d)
@@ -244,8 +266,68 @@ def _sdconet_recipe(cfg: CN, _d: SDCoNetConfig) -> None:
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
     # Empty tiles are trained on (official recipe) and count towards the epoch length.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
-    # Detections the model keeps per image (top-k over queries x classes; 300 in the official recipe).
+    # Detections the model keeps per image: top-k over (query, class) pairs, so at most NUM_QUERIES x classes
+    # (300 in the official recipe).
     cfg.TEST.DETECTIONS_PER_IMAGE = _d.topk_test
+
+
+def model_max_detections(cfg: CN) -> int:
+    """Detections per image the model returns at most.
+
+    SDCoNet takes the top-k over (query, class) pairs (``sdconet.modeling.postprocess.topk_detections``): k =
+    min(TEST.DETECTIONS_PER_IMAGE, MODEL.SDCONET.NUM_QUERIES x classes), the classes being
+    ``MODEL.SDCONET.NUM_CLASSES`` (resolved). Other meta-architectures: ``TEST.DETECTIONS_PER_IMAGE``.
+    """
+    cap = int(cfg.TEST.DETECTIONS_PER_IMAGE)
+    if cfg.MODEL.META_ARCHITECTURE == "SDCoNet" and cfg.MODEL.SDCONET.NUM_CLASSES > 0:
+        cap = min(cap, int(cfg.MODEL.SDCONET.NUM_QUERIES) * int(cfg.MODEL.SDCONET.NUM_CLASSES))
+    return cap
+
+
+def area_frame_scale(cfg: CN) -> float:
+    """GT-frame pixels per pixel of the ``TEST.AREA_FRAME`` frame: ``MODEL.SDCONET.SR.SCALE`` for ``lr`` when the
+    LR input is made by degradation (GT boxes are in the HR tile frame), else 1."""
+    if cfg.TEST.AREA_FRAME == "lr" and cfg.INPUT.LR_MODE == "degrade":
+        return float(cfg.MODEL.SDCONET.SR.SCALE)
+    return 1.0
+
+
+def check_eval_config(cfg: CN) -> None:
+    """Validate the evaluation keys (called by :func:`sdconet.d2.schedule.resolve_cfg`, i.e. at config time).
+
+    Raises:
+        ValueError: unknown ``TEST.COCO_PROTOCOL`` / ``TEST.AREA_RANGES`` / ``TEST.AREA_FRAME``, or a headline maxDets
+            (``TEST.COCO_MAX_DETS``; 100 under ``TEST.COCO_PROTOCOL mmdet``) larger than the detections the model
+            returns (``TEST.DETECTIONS_PER_IMAGE``, for SDCoNet capped by queries x classes): that AP would silently
+            be an AP at fewer detections.
+    """
+    t = cfg.TEST
+    if t.COCO_PROTOCOL not in PROTOCOLS:
+        raise ValueError(f"TEST.COCO_PROTOCOL must be one of {PROTOCOLS} (got {t.COCO_PROTOCOL!r})")
+    if t.AREA_RANGES not in AREA_PRESETS:
+        raise ValueError(f"TEST.AREA_RANGES must be one of {tuple(AREA_PRESETS)} (got {t.AREA_RANGES!r})")
+    if t.AREA_FRAME not in ("hr", "lr"):
+        raise ValueError(f"TEST.AREA_FRAME must be 'hr' or 'lr' (got {t.AREA_FRAME!r})")
+    if t.COCO_MAX_DETS < 1:
+        raise ValueError(f"TEST.COCO_MAX_DETS must be >= 1 (got {t.COCO_MAX_DETS})")
+    proto = make_protocol(t.COCO_PROTOCOL, t.COCO_MAX_DETS)
+    cap = model_max_detections(cfg)
+    if proto.ap_max_dets > cap:
+        key = (
+            f"TEST.COCO_MAX_DETS ({t.COCO_MAX_DETS})"
+            if proto.name == "coco"
+            else "TEST.COCO_PROTOCOL mmdet (AP at maxDets 100)"
+        )
+        limit = f"TEST.DETECTIONS_PER_IMAGE ({t.DETECTIONS_PER_IMAGE})"
+        if cap < t.DETECTIONS_PER_IMAGE:
+            limit += (
+                f", capped at {cap} = MODEL.SDCONET.NUM_QUERIES ({cfg.MODEL.SDCONET.NUM_QUERIES}) x "
+                f"{cfg.MODEL.SDCONET.NUM_CLASSES} classes"
+            )
+        raise ValueError(
+            f"{key} asks for more detections per image than the model returns: {limit}. Raise "
+            f"TEST.DETECTIONS_PER_IMAGE or lower TEST.COCO_MAX_DETS (the headline maxDets)"
+        )
 
 
 def recipe_for(config_file: str, opts: Sequence[str] = ()) -> str:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+from typing import Sequence
 
 from detectron2.engine import HookBase
+from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
+from sdconet.data.atomic import atomic_write_json, atomic_write_text
 from sdconet.engine.routing import StagePolicy
+from sdconet.evaluation.report import set_report_note
 
 from .solver import core_of, unwrap
 
-__all__ = ["SRStageHook", "TrainingStatsHook", "sr_controller"]
+__all__ = ["BestCheckpointer", "SRStageHook", "TrainingStatsHook", "sr_controller"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +101,84 @@ class TrainingStatsHook(HookBase):
         for key, value in (getattr(core_of(self.trainer.model), "last_stats", None) or {}).items():
             if isinstance(value, (int, float)) and math.isfinite(value):
                 storage.put_scalar(f"train/{key}", float(value))
+
+
+class _UntaggedSaver:
+    """Saves through a checkpointer without moving its ``last_checkpoint`` tag: ``--resume`` must continue from the
+    latest periodic checkpoint, never from ``model_best.pth`` (which after an interruption in the last iteration
+    would claim the run was finished)."""
+
+    def __init__(self, checkpointer) -> None:
+        self.checkpointer = checkpointer
+
+    def save(self, name: str, **kwargs) -> None:
+        ckpt = self.checkpointer
+        tag = os.path.join(ckpt.save_dir, "last_checkpoint") if ckpt.save_dir else None
+        previous = None
+        if tag and os.path.isfile(tag):
+            with open(tag, encoding="utf-8") as f:
+                previous = f.read()
+        ckpt.save(name, **kwargs)
+        if tag and ckpt.save_to_disk:
+            if previous is None:
+                if os.path.isfile(tag):
+                    os.remove(tag)
+            else:
+                atomic_write_text(tag, previous)
+
+
+class BestCheckpointer(d2_hooks.BestCheckpointer):
+    """detectron2's ``BestCheckpointer`` (``OUTPUT_DIR/model_best.pth`` when ``metric`` improves; higher is better)
+    that also
+
+    * keeps the best value in ``OUTPUT_DIR/model_best.json`` (``{"metric", "value", "iteration"}``) and restores it
+      on ``--resume``, so a resumed run does not overwrite a better earlier checkpoint;
+    * leaves ``last_checkpoint`` alone (``--resume`` continues from the periodic checkpoints);
+    * sets the ``best_checkpoint`` note of ``OUTPUT_DIR/report.md`` (which split chose it).
+
+    Place it after the ``EvalHook`` (it reads the metric the evaluation just stored). Main process only.
+
+    Args:
+        eval_period: the ``EvalHook``'s period (0 = only after training).
+        checkpointer: the trainer's checkpointer.
+        metric: result key, e.g. ``bbox/AP``.
+        output_dir: ``OUTPUT_DIR``.
+        datasets: the evaluated datasets (``DATASETS.TEST``), named in the report note.
+    """
+
+    def __init__(self, eval_period: int, checkpointer, metric: str, output_dir: str, datasets: Sequence[str]):
+        super().__init__(eval_period, _UntaggedSaver(checkpointer), metric, mode="max", file_prefix="model_best")
+        self.output_dir = output_dir
+        self.datasets = list(datasets)
+        self.state_path = os.path.join(output_dir, "model_best.json")
+
+    def before_train(self) -> None:
+        if self.trainer.iter > 0 and os.path.isfile(self.state_path):  # resumed run
+            with open(self.state_path, encoding="utf-8") as f:
+                state = json.load(f)
+            if state.get("metric") == self._val_metric:
+                self.best_metric, self.best_iter = float(state["value"]), int(state["iteration"])
+                logger.info(
+                    "Best checkpoint so far: %s = %.4f at iteration %d (%s)",
+                    self._val_metric, self.best_metric, self.best_iter, self.state_path,
+                )  # fmt: skip
+
+    def _best_checking(self) -> None:
+        before = (self.best_metric, self.best_iter)
+        super()._best_checking()
+        if self.best_metric is None:
+            return
+        if (self.best_metric, self.best_iter) != before:
+            atomic_write_json(
+                self.state_path,
+                {"metric": self._val_metric, "value": self.best_metric, "iteration": self.best_iter},
+            )
+        names = ", ".join(self.datasets)
+        set_report_note(
+            self.output_dir,
+            "best_checkpoint",
+            f"model_best.pth: iteration {self.best_iter}, {self._val_metric} = {self.best_metric:.2f}, chosen on "
+            f"DATASETS.TEST ({names}). Without a separate validation split that is the test split, so its numbers "
+            "are optimistic; the tables above are those of the checkpoint evaluated last (at the end of training: "
+            "the final checkpoint, the headline).",
+        )

@@ -9,7 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_datas
 
 from sdconet.engine.schedule import EpochSchedule, scale_recipe
 
-from .config import config_has_sr
+from .config import check_eval_config, config_has_sr
 
 __all__ = ["NUM_CLASSES_KEYS", "count_train_images", "num_classes_key", "resolve_cfg", "sr_start_epoch"]
 
@@ -154,6 +154,7 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
     * ``MODEL.SDCONET.NUM_CLASSES``, ``MODEL.ROI_HEADS.NUM_CLASSES``, ``MODEL.RETINANET.NUM_CLASSES`` = 0 ->
       ``len(thing_classes)`` of the first train (or test) dataset.
     * ``SOLVER.BASE_LR_BATCH`` > 0 -> ``BASE_LR`` scaled linearly from that batch to ``IMS_PER_BATCH``.
+    * the evaluation keys are checked (:func:`sdconet.d2.config.check_eval_config`).
     * ``SOLVER.ITERS_PER_EPOCH`` = ceil(N / IMS_PER_BATCH), N = training images after the loader's filtering, and
       ``SOLVER.SR_START_ITER`` = SR_START_EPOCH x ITERS_PER_EPOCH (the iteration where stage 2 starts).
     * ``SOLVER.BUDGET_EPOCHS > 0`` trains that many epochs of the recipe, with ``SR_START_EPOCH`` and
@@ -179,12 +180,7 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
             "SOLVER.REFERENCE_WORLD_SIZE must be 0 for SDCoNet: IMS_PER_BATCH is the total batch and the epoch "
             "recipe is GPU-count independent (auto-scaling would desynchronise the SR stage switch)"
         )
-    if cfg.TEST.COCO_MAX_DETS > cfg.TEST.DETECTIONS_PER_IMAGE:
-        logger.warning(
-            "TEST.COCO_MAX_DETS (%d) > TEST.DETECTIONS_PER_IMAGE (%d): COCOeval sees fewer detections than its cap",
-            cfg.TEST.COCO_MAX_DETS,
-            cfg.TEST.DETECTIONS_PER_IMAGE,
-        )
+    check_eval_config(cfg)  # headline maxDets vs detections the model returns, protocol/bucket/frame names
     if not count_images:
         return cfg
     n = count_train_images(cfg)

@@ -8,7 +8,6 @@ branch; for the others one log line says they are skipped.
 from __future__ import annotations
 
 import logging
-import os
 import weakref
 from typing import List
 
@@ -16,18 +15,17 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from sdconet.engine.routing import StagePolicy
 
-from .config import config_has_sr
-from .hooks import SRStageHook, TrainingStatsHook, sr_controller
+from . import evaluation
+from .hooks import BestCheckpointer, SRStageHook, TrainingStatsHook, sr_controller
 from .mapper import SDCoNetDatasetMapper
 from .schedule import sr_start_epoch
 from .solver import build_optimizer
 from .sr_branch import build_model
-from .sr_evaluator import SREvaluator
 
 __all__ = ["SDCoNetTrainer"]
 
@@ -45,8 +43,10 @@ class SDCoNetTrainer(DefaultTrainer):
       (SR parameters are unused in stage 1; DefaultTrainer hard-codes ``broadcast_buffers=False`` only, hence the
       ``__init__`` override);
     * the LR/HR dataset mapper for training and testing;
-    * COCOEvaluator (maxDets ``TEST.COCO_MAX_DETS``) + the SR evaluator for models with SR;
-    * hooks: :class:`SRStageHook` first (models with an SR branch), :class:`TrainingStatsHook` before the writers.
+    * the evaluators of :func:`sdconet.d2.evaluation.build_evaluator` (protocol-aware COCO + the SR evaluator for
+      models with SR), and ``OUTPUT_DIR/report.md`` written after every evaluation (:meth:`test`);
+    * hooks: :class:`SRStageHook` first (models with an SR branch), :class:`TrainingStatsHook` before the writers,
+      :class:`BestCheckpointer` (``SOLVER.BEST_METRIC``) after the evaluation.
 
     Expects a config resolved by :func:`sdconet.d2.schedule.resolve_cfg` (``SOLVER.ITERS_PER_EPOCH`` > 0).
     """
@@ -98,22 +98,26 @@ class SDCoNetTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        """COCOEvaluator (AP, AP50, AP75, APs/m/l + per-class AP table) at ``TEST.COCO_MAX_DETS`` (+ SR metrics for
+        """The evaluators of :func:`sdconet.d2.evaluation.build_evaluator` (protocol-aware COCO + SR metrics for
         models with an SR branch when ``TEST.SR_EVAL.ENABLED``)."""
-        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        evaluators = [
-            COCOEvaluator(
-                dataset_name,
-                tasks=("bbox",),
-                output_dir=output_folder,
-                max_dets_per_image=cfg.TEST.COCO_MAX_DETS,
+        return evaluation.build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer.test (every dataset of ``DATASETS.TEST``), then ``OUTPUT_DIR/report.md`` (+
+        ``report.json``, ``report/*.png``) from the evaluators' full results."""
+        if evaluators is None:
+            evaluators = [cls.build_evaluator(cfg, name) for name in cfg.DATASETS.TEST]
+        elif not isinstance(evaluators, (list, tuple)):
+            evaluators = [evaluators]
+        results = super().test(cfg, model, evaluators)
+        names = list(cfg.DATASETS.TEST)
+        per_dataset = results if len(names) != 1 else {names[0]: results}
+        if comm.is_main_process() and per_dataset:
+            evaluation.write_evaluation_report(
+                cfg, dict(zip(names, evaluators)), per_dataset, iteration=evaluation.current_iteration()
             )
-        ]
-        if cfg.TEST.SR_EVAL.ENABLED and not config_has_sr(cfg):
-            logger.info("TEST.SR_EVAL.ENABLED ignored: the model has no SR branch")
-        elif cfg.TEST.SR_EVAL.ENABLED:
-            evaluators.append(SREvaluator(crop_border=cfg.TEST.SR_EVAL.CROP_BORDER))
-        return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]
+        return results
 
     def build_hooks(self) -> List[hooks.HookBase]:
         ret = super().build_hooks()
@@ -122,6 +126,18 @@ class SDCoNetTrainer(DefaultTrainer):
         else:
             policy = StagePolicy(sr_start_epoch=sr_start_epoch(self.cfg), has_sr=True)
             ret.insert(0, SRStageHook(policy, self.cfg.SOLVER.ITERS_PER_EPOCH))
+        if self.cfg.SOLVER.BEST_METRIC and self.cfg.DATASETS.TEST and comm.is_main_process():
+            eval_at = next(i for i, h in enumerate(ret) if isinstance(h, hooks.EvalHook))
+            ret.insert(
+                eval_at + 1,
+                BestCheckpointer(
+                    self.cfg.TEST.EVAL_PERIOD,
+                    self.checkpointer,
+                    self.cfg.SOLVER.BEST_METRIC,
+                    self.cfg.OUTPUT_DIR,
+                    self.cfg.DATASETS.TEST,
+                ),
+            )
         writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
         ret.insert(writer_at, TrainingStatsHook())
         return ret

@@ -32,6 +32,7 @@ __all__ = [
     "psnr",
     "saliency_figure",
     "sr_figure",
+    "bicubic_upscale",
 ]
 
 #: Matplotlib's "tab10" colours (RGB): the first ten classes; later classes get golden-ratio hues.
@@ -237,6 +238,12 @@ def saliency_figure(
     return _grid(panels, titles, cols=len(panels))
 
 
+def bicubic_upscale(lr: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """The bicubic baseline of SR: (h, w, 3) uint8 LR image resized to ``hw`` = (H, W) with OpenCV's bicubic
+    (Keys a = -0.75, pixel centres aligned), uint8."""
+    return cv2.resize(lr, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)
+
+
 def sr_figure(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray | None = None) -> np.ndarray:
     """Bicubic ×s of the LR input | SR output | HR tile (when given), PSNR against HR in the titles.
 
@@ -249,7 +256,7 @@ def sr_figure(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray | None = None) -> n
         uint8 RGB of size ``grid_size(1, 3 or 2, panel_size(s*h, s*w))``.
     """
     sh, sw = sr.shape[:2]
-    bicubic = cv2.resize(lr, (sw, sh), interpolation=cv2.INTER_CUBIC)
+    bicubic = bicubic_upscale(lr, (sh, sw))
     scale = sh // max(lr.shape[0], 1)
     panels, titles = [bicubic, sr], [f"bicubic x{scale}", f"SR x{scale}"]
     if hr is not None:
