@@ -1,6 +1,7 @@
 """End-to-end detectron2 integration with the real (tiny) core: forward contracts, stage switch, resume, eval."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,36 @@ def test_pretrained_swin_weights_are_loaded_into_the_encoder(synth, tmp_path):
     enc = SDCoNetTrainer.build_model(cfg2).core.encoder.state_dict()
     assert all(torch.equal(enc[k], v) for k, v in state.items())
 
+
+def test_serial_trains_sr_from_the_first_step_and_best_checkpoint_is_kept(synth, tmp_path):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    schedule_logger = logging.getLogger("sdconet.d2.schedule")
+    schedule_logger.addHandler(handler)
+    try:
+        cfg = _cfg(
+            tmp_path,
+            "MODEL.SDCONET.VARIANT",
+            "serial",
+            "SOLVER.MAX_EPOCHS",
+            "2",
+            "SOLVER.STEPS_EPOCHS",
+            "[1]",
+        )
+    finally:
+        schedule_logger.removeHandler(handler)
+    # SR_START_EPOCH 1 (from _cfg) is overridden, and the log says so
+    assert cfg.SOLVER.SR_START_EPOCH == 0 and cfg.SOLVER.SR_START_ITER == 0
+    assert any("SOLVER.SR_START_EPOCH 1 overridden to 0" in r.getMessage() for r in records)
+    trainer = SDCoNetTrainer(cfg)
+    rec = _Record()
+    trainer.register_hooks([rec])
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert rec.sr == [True, True] and rec.sr_changed == [True, True]  # the SR path trains from iteration 0
+    best = json.loads((tmp_path / "model_best.json").read_text())
+    # the evaluation after training is stored at iteration 2 (= MAX_ITER, detectron2's numbering in metrics.json)
+    assert best["metric"] == "bbox/AP" and best["iteration"] == 2 and (tmp_path / "model_best.pth").exists()
+    assert "model_best.pth: iteration 2" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"

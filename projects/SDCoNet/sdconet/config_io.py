@@ -223,7 +223,10 @@ def sdconet_config_from_dict(cfg: Mapping, num_classes: int | None = None) -> SD
         saliency_target=get(sal + "TARGET", d.saliency_target),
         saliency_sigma=get(sal + "SIGMA", d.saliency_sigma),
         saliency_loss_weight=get(sal + "LOSS_WEIGHT", d.saliency_loss_weight),
+        saliency_level_bounds=tuple(float(v) for v in get_tuple(sal + "LEVEL_RANGES", d.saliency_level_bounds)),
+        saliency_always_mark_center=bool(get(sal + "ALWAYS_MARK_CENTER", d.saliency_always_mark_center)),
         value_mode=get(m + "VALUE_MODE", d.value_mode),
+        background_mode=get(sal + "BACKGROUND_MODE", d.background_mode),
     )
 
 

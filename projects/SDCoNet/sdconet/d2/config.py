@@ -111,6 +111,17 @@ def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
     # Saliency targets: "gaussian" (paper, width SIGMA) | "cone" (official Salience-DETR targets).
     cfg.MODEL.SDCONET.SALIENCY.TARGET = _d.saliency_target
     cfg.MODEL.SDCONET.SALIENCY.SIGMA = _d.saliency_sigma
+    # Which levels a box marks: [] = every box at every level (the paper's Eq. 7, default); [64, 128, 256] = the
+    # authors' FCOS-style assignment: a token is positive at level l only when max(l, t, r, b) of its box lies in
+    # (-1, 64], (64, 128], (128, 256] or (256, inf) HR pixels (LR input pixels x SR.SCALE).
+    cfg.MODEL.SDCONET.SALIENCY.LEVEL_RANGES = list(_d.saliency_level_bounds)
+    # A box that contains no token centre at a level marks the cell holding its centre (ours, default True, so every
+    # small object has a positive token; the authors' code: False).
+    cfg.MODEL.SDCONET.SALIENCY.ALWAYS_MARK_CENTER = _d.saliency_always_mark_center
+    # Background embedding of skipped tokens: "per_layer" (default; the authors' SDCoNet code: after every encoder
+    # layer, to the tokens that layer skipped) | "once" (Salience-DETR: once after the encoder, to the tokens
+    # outside the last layer's selection).
+    cfg.MODEL.SDCONET.SALIENCY.BACKGROUND_MODE = _d.background_mode
     # Weight of the saliency focal loss.
     cfg.MODEL.SDCONET.SALIENCY.LOSS_WEIGHT = _d.saliency_loss_weight
 
@@ -190,7 +201,9 @@ def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
     cfg.SOLVER.MAX_EPOCHS = 52 if recipe == "sdconet" else 0
     cfg.SOLVER.STEPS_EPOCHS = [27] if recipe == "sdconet" else []
     # Gradient routing: first epoch (0-based) of stage 2, where the SR branch and loss_sr switch on (models with
-    # an SR branch only).
+    # an SR branch only). SDCoNet's serial variant always trains SR from the first step (its detector sees the SR
+    # image; the authors' serial model is trained jointly from step 0): a later value is overridden to 0, with a
+    # warning in the log.
     cfg.SOLVER.SR_START_EPOCH = 16
     # Short runs of a long recipe: 0 = off; > 0 = train this many (whole) epochs instead of MAX_EPOCHS, with
     # SR_START_EPOCH and STEPS_EPOCHS moved to the same fractions of the run (x BUDGET_EPOCHS / MAX_EPOCHS; e.g.

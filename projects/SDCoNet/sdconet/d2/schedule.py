@@ -155,6 +155,7 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
       ``len(thing_classes)`` of the first train (or test) dataset.
     * ``SOLVER.BASE_LR_BATCH`` > 0 -> ``BASE_LR`` scaled linearly from that batch to ``IMS_PER_BATCH``.
     * the evaluation keys are checked (:func:`sdconet.d2.config.check_eval_config`).
+    * the serial variant gets ``SOLVER.SR_START_EPOCH`` 0 (SR trains from the first step; logged when overridden).
     * ``SOLVER.ITERS_PER_EPOCH`` = ceil(N / IMS_PER_BATCH), N = training images after the loader's filtering, and
       ``SOLVER.SR_START_ITER`` = SR_START_EPOCH x ITERS_PER_EPOCH (the iteration where stage 2 starts).
     * ``SOLVER.BUDGET_EPOCHS > 0`` trains that many epochs of the recipe, with ``SR_START_EPOCH`` and
@@ -181,6 +182,14 @@ def resolve_cfg(cfg: CfgNode, *, count_images: bool = True) -> CfgNode:
             "recipe is GPU-count independent (auto-scaling would desynchronise the SR stage switch)"
         )
     check_eval_config(cfg)  # headline maxDets vs detections the model returns, protocol/bucket/frame names
+    if cfg.MODEL.SDCONET.VARIANT == "serial" and s.SR_START_EPOCH != 0:
+        logger.warning(
+            "MODEL.SDCONET.VARIANT serial: SOLVER.SR_START_EPOCH %s overridden to 0 -- the serial detector runs on "
+            "the SR image, so the SR path trains jointly from the first step (as the authors' serial model); with "
+            "a later start it would detect on the output of a frozen, randomly initialised SR decoder",
+            s.SR_START_EPOCH,
+        )
+        s.SR_START_EPOCH = 0
     if not count_images:
         return cfg
     n = count_train_images(cfg)

@@ -72,7 +72,12 @@ def build_sdconet(cfg: SDCoNetConfig) -> SDCoNet:
         saliency_target=cfg.saliency_target,
         saliency_sigma=cfg.saliency_sigma,
         saliency_loss_weight=cfg.saliency_loss_weight,
+        saliency_level_bounds=tuple(cfg.saliency_level_bounds),
+        saliency_always_mark_center=cfg.saliency_always_mark_center,
+        # level bounds are in HR px: the detector sees the LR input (x s), the serial one the SR image (x 1)
+        saliency_range_scale=1.0 if cfg.serial else float(cfg.sr.scale),
         value_mode=cfg.value_mode,
+        background_mode=cfg.background_mode,
         dn_number=cfg.dn_number,
         label_noise_ratio=cfg.label_noise_ratio,
         box_noise_scale=cfg.box_noise_scale,

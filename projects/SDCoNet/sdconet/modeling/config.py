@@ -24,6 +24,7 @@ FILTER_MODES = ("none", "layer", "level", "joint")
 ALPHA_MODES = ("learnable", "fixed", "none")
 SALIENCY_TARGETS = ("gaussian", "cone")
 VALUE_MODES = ("current", "initial")
+BACKGROUND_MODES = ("per_layer", "once")
 
 
 @dataclass
@@ -104,8 +105,17 @@ class SDCoNetConfig:
     # Gaussian width in units of the box half-size; 1/sqrt(2 ln 2) puts 0.5 at edge midpoints (like the cone).
     saliency_sigma: float = 0.8493218002880191
     saliency_loss_weight: float = 2.0
+    # Saliency level assignment: () = every box marks every level (paper Eq. 7); (64, 128, 256) = the authors'
+    # FCOS-style ranges (-1, 64], (64, 128], (128, 256], (256, inf) of max(l, t, r, b) in HR pixels.
+    saliency_level_bounds: Tuple[float, ...] = ()
+    # A box containing no token centre at a level marks its centre cell (ours; the official code has no such rule).
+    saliency_always_mark_center: bool = True
     # Deformable self-attention values: "current" partially-updated tokens (paper Eq. 8) or "initial" (official).
     value_mode: str = "current"
+    # Background embedding: "per_layer" = added after every encoder layer to the tokens that layer skipped (the
+    # authors' SDCoNet code); "once" = added once after the encoder to tokens outside the last layer's set
+    # (Salience-DETR).
+    background_mode: str = "per_layer"
 
     def __post_init__(self) -> None:
         if isinstance(self.swin, dict):
@@ -141,6 +151,15 @@ class SDCoNetConfig:
         check(self.saliency_propagation in ("paper", "official"), "saliency_propagation", "paper|official")
         check(self.saliency_target in SALIENCY_TARGETS, "saliency_target", f"one of {SALIENCY_TARGETS}")
         check(self.value_mode in VALUE_MODES, "value_mode", f"must be one of {VALUE_MODES}")
+        check(self.background_mode in BACKGROUND_MODES, "background_mode", f"must be one of {BACKGROUND_MODES}")
+        bounds = tuple(self.saliency_level_bounds)
+        check(
+            len(bounds) in (0, self.num_feature_levels - 1)
+            and all(b > 0 for b in bounds)
+            and all(a < b for a, b in zip(bounds, bounds[1:])),
+            "saliency_level_bounds",
+            f"() or {self.num_feature_levels - 1} increasing positive bounds in HR px, e.g. (64, 128, 256)",
+        )
         check(
             len(self.level_ratios) == self.num_feature_levels, "level_ratios", "one ratio per feature level"
         )

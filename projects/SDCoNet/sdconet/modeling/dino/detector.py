@@ -70,7 +70,12 @@ class DINODetector(nn.Module):
         filter_mode, level_ratios, layer_ratios: token filtering (see ``token_selection.select_tokens``).
         alpha_mode, alpha_value, saliency_propagation: top-down propagation (``SaliencyPredictor``).
         saliency_target, saliency_sigma, saliency_loss_weight: Eq. 7 targets and the weight of L_sa.
+        saliency_level_bounds: ``()`` = every box marks every level (paper); ``(64, 128, 256)`` = the authors'
+            FCOS-style level ranges of max(l, t, r, b) (``saliency_targets`` ``level_ranges``), in input pixels x
+            ``saliency_range_scale`` (HR pixels for an LR input of an x``s`` model: scale ``s``).
+        saliency_always_mark_center: a box without a token centre at a level marks its centre cell (ours).
         value_mode: deformable self-attention values, ``"current"`` (paper) or ``"initial"`` (official).
+        background_mode: ``"per_layer"`` (official SDCoNet) or ``"once"`` (Salience-DETR), see the encoder.
         dn_number, label_noise_ratio, box_noise_scale, dn_max_gt: contrastive denoising (0 disables DN).
         weight_*, cost_*, focal_*: loss weights and matcher costs.
         max_level_size: background-embedding table size (largest level side).
@@ -100,7 +105,11 @@ class DINODetector(nn.Module):
         saliency_target: str = "gaussian",
         saliency_sigma: float = 0.8493218002880191,
         saliency_loss_weight: float = 2.0,
+        saliency_level_bounds: Sequence[float] = (),
+        saliency_always_mark_center: bool = True,
+        saliency_range_scale: float = 1.0,
         value_mode: str = "current",
+        background_mode: str = "per_layer",
         dn_number: int = 100,
         label_noise_ratio: float = 0.5,
         box_noise_scale: float = 1.0,
@@ -127,6 +136,9 @@ class DINODetector(nn.Module):
         self.saliency_target = saliency_target
         self.saliency_sigma = saliency_sigma
         self.saliency_loss_weight = saliency_loss_weight
+        self.saliency_level_bounds = tuple(float(b) for b in saliency_level_bounds)
+        self.saliency_always_mark_center = bool(saliency_always_mark_center)
+        self.saliency_range_scale = float(saliency_range_scale)
 
         self.levels = DetectionLevels(
             tuple(in_channels), hidden_dim, num_extra_levels=num_levels - len(in_channels)
@@ -155,6 +167,7 @@ class DINODetector(nn.Module):
             use_background=use_saliency and self.filter_mode != "none",
             value_mode=value_mode,
             max_level_size=max_level_size,
+            background_mode=background_mode,
         )
         self.decoder = DINODecoder(
             dec_layers, hidden_dim, nheads, num_levels, num_points, dim_feedforward, dropout
@@ -233,7 +246,8 @@ class DINODetector(nn.Module):
             dict with ``pred_logits (B, K, C)``, ``pred_boxes (B, K, 4)`` (sigmoid cxcywh, V-frame),
             ``aux_outputs``, ``enc_outputs``, ``dn_outputs``/``dn_meta`` (training), ``saliency_logits`` (list of
             (B, H_l, W_l) or None), ``kept_masks`` (per encoder layer (B, S) bool), ``spatial_shapes``,
-            ``valid_hw`` (B, L, 2) and ``level_padding`` (list of (B, H_l, W_l) bool).
+            ``valid_hw`` (B, L, 2), ``level_padding`` (list of (B, H_l, W_l) bool) and ``image_hw`` (B, 2) long
+            (valid input height, width in pixels).
         """
         maps = self.levels(list(features))
         spatial_shapes = torch.as_tensor(
@@ -363,7 +377,29 @@ class DINODetector(nn.Module):
         outputs["spatial_shapes"] = spatial_shapes
         outputs["valid_hw"] = valid_hw
         outputs["level_padding"] = masks
+        outputs["image_hw"] = torch.stack([(~pixel_mask[:, :, 0]).sum(1), (~pixel_mask[:, 0, :]).sum(1)], dim=1)
         return outputs
+
+    def saliency_target_maps(
+        self, outputs: Dict[str, object], targets: List[Dict[str, torch.Tensor]]
+    ) -> List[torch.Tensor]:
+        """Per-level saliency targets (B, H_l, W_l) of a forward's ``outputs`` for ``targets`` (V-frame boxes), with
+        this detector's target mode, level assignment and centre rule (``saliency_targets``)."""
+        level_ranges = image_sizes = None
+        if self.saliency_level_bounds:
+            edges = (-1.0, *self.saliency_level_bounds, math.inf)
+            level_ranges = list(zip(edges[:-1], edges[1:]))
+            image_sizes = outputs["image_hw"].float() * self.saliency_range_scale
+        return saliency_targets(
+            [t["boxes"] for t in targets],
+            outputs["spatial_shapes"],
+            outputs["valid_hw"],
+            mode=self.saliency_target,
+            sigma=self.saliency_sigma,
+            level_ranges=level_ranges,
+            image_sizes=image_sizes,
+            always_mark_center=self.saliency_always_mark_center,
+        )
 
     def losses(
         self, outputs: Dict[str, object], targets: List[Dict[str, torch.Tensor]]
@@ -372,13 +408,7 @@ class DINODetector(nn.Module):
         losses = self.criterion(outputs, targets, outputs.get("dn_meta"))
         if self.saliency is not None:
             logit_maps = outputs["saliency_logits"]
-            target_maps = saliency_targets(
-                [t["boxes"] for t in targets],
-                outputs["spatial_shapes"],
-                outputs["valid_hw"],
-                mode=self.saliency_target,
-                sigma=self.saliency_sigma,
-            )
+            target_maps = self.saliency_target_maps(outputs, targets)
             valid = [~m for m in outputs["level_padding"]]
             losses["loss_saliency"] = self.saliency_loss_weight * saliency_loss(
                 logit_maps, target_maps, valid

@@ -87,7 +87,11 @@ class SaliencyPrunedEncoder(nn.Module):
 
     Args:
         num_layers: encoder depth (6). dim, nheads, num_levels, num_points, dim_feedforward, dropout: layer sizes.
-        use_background: add the learnable background embedding to tokens a layer skips (Eq. 8).
+        use_background: add the learnable background embedding to skipped tokens (Eq. 8).
+        background_mode: ``"per_layer"`` — after every layer, to the valid tokens that layer skipped (the authors'
+            SDCoNet code: a never-selected token receives it once per layer, and with ``value_mode="current"``
+            those shifted tokens are the values of later layers); ``"once"`` — after the last layer, to the valid
+            tokens outside the last layer's selection (Salience-DETR).
         value_mode: ``"current"`` — values are the current, partially updated tokens (paper Eq. 8, default);
             ``"initial"`` — values stay the encoder input for every layer (the official code / Salience-DETR).
         max_level_size: background-table length (largest level side; 128 = 1024 px LR at stride 8).
@@ -105,12 +109,18 @@ class SaliencyPrunedEncoder(nn.Module):
         use_background: bool = True,
         value_mode: str = "current",
         max_level_size: int = 128,
+        background_mode: str = "per_layer",
     ) -> None:
         super().__init__()
         if value_mode not in ("current", "initial"):
             raise ValueError(
                 f"SaliencyPrunedEncoder: value_mode must be 'current' or 'initial', got {value_mode!r}"
             )
+        if background_mode not in ("per_layer", "once"):
+            raise ValueError(
+                f"SaliencyPrunedEncoder: background_mode must be 'per_layer' or 'once', got {background_mode!r}"
+            )
+        self.background_mode = background_mode
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(dim, nheads, num_levels, num_points, dim_feedforward, dropout)
             for _ in range(num_layers)
@@ -183,8 +193,10 @@ class SaliencyPrunedEncoder(nn.Module):
             kept = kept[:, :num_tokens]
             kept_masks.append(kept)
             base = memory
-            if background is not None:
+            if background is not None and self.background_mode == "per_layer":
                 base = memory + background * (valid & ~kept).unsqueeze(-1).to(memory.dtype)
             padded_base = torch.cat([base, base.new_zeros(bsz, 1, dim)], dim=1)
             memory = padded_base.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), updated)[:, :num_tokens]
+        if background is not None and self.background_mode == "once" and kept_masks:
+            memory = memory + background * (valid & ~kept_masks[-1]).unsqueeze(-1).to(memory.dtype)
         return memory, kept_masks
