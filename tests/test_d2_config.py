@@ -65,7 +65,24 @@ def test_dataset_configs_and_ablations():
     assert get("ablations/alpha_none_nwpu.yaml").MODEL.SDCONET.SALIENCY.ALPHA_MODE == "none"
     for mode in ("none", "layer", "level"):
         assert get(f"ablations/filter_{mode}_nwpu.yaml").MODEL.SDCONET.SALIENCY.FILTER_MODE == mode
-    assert get("ablations/official_behaviour_nwpu.yaml").SOLVER.SR_LR_MULTIPLIER == 1.0
+    official = get("ablations/official_behaviour_nwpu.yaml")
+    assert official.SOLVER.SR_LR_MULTIPLIER == 1.0
+    official.MODEL.SDCONET.NUM_CLASSES = 10
+    core = sdconet_config_from_cfg(official)
+    assert core.saliency_level_bounds == (64.0, 128.0, 256.0) and not core.saliency_always_mark_center
+    assert (
+        core.saliency_target == "cone"
+        and core.value_mode == "initial"
+        and core.background_mode == "per_layer"
+    )
+    assert get("ablations/sdconet_serial_swinT_x2_nwpu.yaml").SOLVER.SR_START_EPOCH == 0
+    # HR upper bounds: the detection-only variant on the stored HR tiles (no degradation), twice the LR tile size
+    for ds in ("nwpu", "dota15", "hrrsd"):
+        hr = get(f"hr_upper_bound/dino_swinT_hr_{ds}.yaml")
+        lr = get(f"sdconet_swinT_x2_{ds}.yaml")
+        assert hr.MODEL.SDCONET.VARIANT == "dino" and hr.INPUT.LR_MODE == "real"
+        assert list(hr.MODEL.SWIN.IMG_SIZE) == [2 * v for v in lr.MODEL.SWIN.IMG_SIZE]
+        assert hr.DATASETS.TRAIN == lr.DATASETS.TRAIN and hr.DATASETS.TEST == lr.DATASETS.TEST
 
 
 def test_every_core_field_has_a_config_key():

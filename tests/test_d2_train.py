@@ -231,3 +231,22 @@ def test_serial_trains_sr_from_the_first_step_and_best_checkpoint_is_kept(synth,
     assert best["metric"] == "bbox/AP" and best["iteration"] == 2 and (tmp_path / "model_best.pth").exists()
     assert "model_best.pth: iteration 2" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+
+
+def test_hr_upper_bound_mode_trains_and_scores_on_the_stored_tiles(synth, tmp_path):
+    """INPUT.LR_MODE real + the dino variant (configs/hr_upper_bound): the model sees the HR tile itself and the
+    evaluation scores in the same tile frame."""
+    from sdconet.d2 import SDCoNetDatasetMapper
+
+    cfg = _cfg(
+        tmp_path, "MODEL.SDCONET.VARIANT", "dino", "INPUT.LR_MODE", "real", "SOLVER.MAX_EPOCHS", "1",
+        "SOLVER.STEPS_EPOCHS", "[]", "MODEL.SWIN.IMG_SIZE", "[64, 64]",
+    )  # fmt: skip
+    d = DatasetCatalog.get(TEST)[0]
+    assert tuple(SDCoNetDatasetMapper(cfg, is_train=False)(d)["image"].shape) == (3, d["height"], d["width"])
+    trainer = SDCoNetTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    results = trainer._last_eval_results
+    assert "AP" in results["bbox"] and "sr" not in results  # no SR branch: SR evaluation skipped
+    assert (tmp_path / "report.md").is_file()

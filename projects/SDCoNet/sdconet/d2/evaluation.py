@@ -216,6 +216,7 @@ def build_evaluator(cfg, dataset_name: str, output_folder: Optional[str] = None)
                 save=cfg.TEST.SR_EVAL.SAVE,
                 save_dir=os.path.join(cfg.OUTPUT_DIR, "report", "sr"),
                 prefix=dataset_name,
+                image_format=cfg.INPUT.FORMAT,
             )
         )
     return DatasetEvaluators(evaluators) if len(evaluators) > 1 else evaluators[0]

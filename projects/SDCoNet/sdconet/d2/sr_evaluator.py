@@ -77,10 +77,16 @@ class SREvaluator(DatasetEvaluator):
         save: write the first ``save`` images (main process) as PNG to ``save_dir`` (0 = none).
         save_dir: folder of the PNGs (needed with ``save``), e.g. ``OUTPUT_DIR/report/sr``.
         prefix: file-name prefix (the dataset name).
+        image_format: channel order of the images (``INPUT.FORMAT``, ``RGB`` or ``BGR``), for the PNGs.
     """
 
     def __init__(
-        self, crop_border: int = 0, save: int = 0, save_dir: Optional[str] = None, prefix: str = ""
+        self,
+        crop_border: int = 0,
+        save: int = 0,
+        save_dir: Optional[str] = None,
+        prefix: str = "",
+        image_format: str = "RGB",
     ) -> None:
         if crop_border < 0:
             raise ValueError(f"SREvaluator: crop_border must be >= 0 (got {crop_border})")
@@ -90,6 +96,7 @@ class SREvaluator(DatasetEvaluator):
         self.save = int(save)
         self.save_dir = save_dir
         self.prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", prefix)
+        self.bgr = image_format == "BGR"
         self._scores: List[Dict[str, float]] = []
         self.saved: List[str] = []
 
@@ -103,7 +110,8 @@ class SREvaluator(DatasetEvaluator):
         stem = os.path.splitext(os.path.basename(str(inp.get("file_name", "image"))))[0]
         name = f"{self.prefix}_{len(self.saved):03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem)}.png"
         path = os.path.join(self.save_dir, name)
-        write_image(path, sr_figure(_hwc(lr), _hwc(sr), _hwc(hr)))
+        lr_, sr_, hr_ = (_hwc(t.flip(0) if self.bgr else t) for t in (lr, sr, hr))  # PNGs are RGB
+        write_image(path, sr_figure(lr_, sr_, hr_))
         self.saved.append(path)
 
     def process(self, inputs, outputs) -> None:
