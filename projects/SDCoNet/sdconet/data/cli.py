@@ -65,6 +65,11 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, preset: str) -> None:
     add("--skip-existing", action="store_true", help="do not rewrite tile files that already exist")
     add("--lenient", action="store_true", help="skip (and count) unparseable annotation lines")
     add("--limit", type=int, default=None, help="use only the first N source images (quick tests)")
+    add(
+        "--force",
+        action="store_true",
+        help="replace an existing dataset in --out even when this run has fewer than half its sources (or none)",
+    )
     add("--quiet", action="store_true", help="no progress bar")
 
 
@@ -142,6 +147,7 @@ def run_prepare(
         skip_existing=args.skip_existing,
         progress=not args.quiet,
         split_info=split_info,
+        force=args.force,
     )
     elapsed = time.perf_counter() - start
     lines = [stats_markdown(result.stats)]

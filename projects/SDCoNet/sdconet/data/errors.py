@@ -54,3 +54,7 @@ class UnknownClassError(DataError):
         self.known = tuple(known)
         prefix = f"{where}: " if where else ""
         super().__init__(f"{prefix}unknown class {self.name!r}; known classes are: {', '.join(self.known)}")
+
+
+class DatasetGuardError(DataError):
+    """A dataset tool refuses to replace an existing dataset (or to write an empty one); nothing was changed."""

@@ -21,19 +21,22 @@ from tqdm import tqdm
 from .atomic import atomic_write_json, atomic_write_text
 from .bands import parse_bands
 from .coco_format import build_scenes_coco, build_tiles_coco
-from .errors import ImageReadError
+from .errors import DatasetGuardError, ImageReadError
 from .image_io import read_image_rgb, read_image_size
 from .layout import lr_image_root, scenes_json_path, sources_path, split_paths, stats_paths
 from .records import SourceDataset, SourceImage
 from .scaling import DEFAULT_SCALING, check_scaling
 from .scene_tiles import SceneTiles, tile_scene, write_scene_tiles
 from .split import check_disjoint
+from .staging import StagedFiles, recover_staged
 from .stats import coco_split_stats, stats_markdown, total_stats
 from .tiler import DEFAULT_MIN_VISIBLE, window_starts
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: A run may replace an existing dataset only when it keeps at least this fraction of its source images.
+MIN_KEPT_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ def prepare_split_dataset(
     skip_existing: bool = False,
     progress: bool = True,
     split_info: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> PrepareResult:
     """Tile ``dataset`` into the splits given and write the split-dataset layout.
 
@@ -203,9 +207,15 @@ def prepare_split_dataset(
         skip_existing: do not rewrite tile files that exist (resume); json/stats are always rewritten.
         progress: show a tqdm bar.
         split_info: how the split was made (seed, ratio or "official"), recorded in the statistics.
+        force: replace an existing dataset even with fewer than half its source images (or write an empty one).
 
     Returns:
         :class:`PrepareResult`.
+
+    Raises:
+        DatasetGuardError: no source image exists (or none could be read), or ``out_dir`` holds a dataset of which
+            this run would keep fewer than half the source images, and ``force`` is not given. Raised before any
+            file is written (or, when the images turn out unreadable, before the metadata is replaced).
     """
     check_disjoint(splits)
     by_id = {im.image_id: im for im in dataset.images}
@@ -216,6 +226,11 @@ def prepare_split_dataset(
     tasks = [
         (split, by_id[i], options, out, skip_existing) for split, ids in splits.items() for i in sorted(ids)
     ]
+    if out is not None:
+        recover_staged(out)
+    records = [t[1] for t in tasks]
+    missing_files = [r.path for r in records if not os.path.isfile(r.path)]
+    check_replacement(out, len(records), len(records) - len(missing_files), missing_files, force, "exist")
     scenes: dict[str, list[SceneTiles]] = {split: [] for split in splits}
     failed: list[tuple[str, str]] = []
     written = 0
@@ -243,6 +258,8 @@ def prepare_split_dataset(
         issues["boxes_dropped"] += scene.num_dropped
         issues["objects_cut_dropped"] += scene.num_cut_dropped
 
+    done = sum(len(v) for v in scenes.values())
+    check_replacement(out, len(records), done, [p for p, _ in failed], force, "could be read")
     settings = asdict(options)
     settings.pop("jpeg_quality")
     settings.update(split_info or {})
@@ -250,6 +267,66 @@ def prepare_split_dataset(
         out, dataset.name, dataset.class_names, scenes, splits, settings, issues, failed, dataset.messages
     )
     return PrepareResult(stats=stats, coco=coco, failed=failed, written=written)
+
+
+def existing_source_count(out: str | os.PathLike | None) -> int:
+    """Source images of the split dataset already in ``out`` (lines of its ``<split>_sources.txt``)."""
+    if out is None or not os.path.isdir(out):
+        return 0
+    total = 0
+    for name in sorted(os.listdir(out)):
+        if name.endswith("_sources.txt") and os.path.isfile(os.path.join(out, name)):
+            with open(os.path.join(out, name), encoding="utf-8", errors="replace") as f:
+                total += sum(1 for line in f if line.strip())
+    return total
+
+
+def check_replacement(
+    out: str | os.PathLike | None,
+    listed: int,
+    usable: int,
+    unusable: Sequence[str],
+    force: bool,
+    verb: str,
+) -> None:
+    """Refuse a run that has no usable source image, or would replace a dataset with fewer than half its sources.
+
+    Args:
+        out: the output folder (None: a dry run; only the "no usable source" rule applies).
+        listed: source images the run was given.
+        usable: how many of them exist (before the run) or could be read (after it).
+        unusable: paths of the others (a few are named).
+        force: skip the checks.
+        verb: ``"exist"`` or ``"could be read"``, for the message.
+
+    Raises:
+        DatasetGuardError: see :func:`prepare_split_dataset`.
+    """
+    if force:
+        return
+    example = f" (e.g. {unusable[0]!r})" if unusable else ""
+    nothing = (
+        "nothing was written"
+        if verb == "exist"
+        else "the dataset's json files, stats and source lists were not replaced"
+    )
+    if listed == 0:
+        raise DatasetGuardError(
+            "no source images found: check the source arguments (--src, --json, --image-root, --splits); "
+            f"{nothing}; --force writes an empty dataset"
+        )
+    if usable == 0:
+        raise DatasetGuardError(
+            f"no usable source images: none of the {listed} source images {verb}{example}; check the source "
+            f"arguments (--src, --image-root); {nothing}"
+        )
+    existing = existing_source_count(out)
+    if existing and usable < MIN_KEPT_FRACTION * existing:
+        raise DatasetGuardError(
+            f"{str(out)!r} holds a dataset of {existing} source images, but only {usable} of the {listed} source "
+            f"images of this run {verb}{example}: it would replace the dataset with fewer than half of its "
+            f"sources; {nothing}. Check the source arguments, or pass --force to replace it anyway"
+        )
 
 
 def write_split_outputs(
@@ -280,6 +357,32 @@ def write_split_outputs(
     Returns:
         ``(stats, coco)`` with ``coco`` = split → tile COCO dict.
     """
+    staged = StagedFiles(out) if out is not None else None
+    try:
+        stats, coco = _build_split_outputs(
+            staged, out, dataset_name, class_names, scenes, splits, settings, issues, failed, messages
+        )
+    except BaseException:
+        if staged is not None:
+            staged.abort()
+        raise
+    if staged is not None:
+        staged.commit()
+    return stats, coco
+
+
+def _build_split_outputs(
+    staged: StagedFiles | None,
+    out: str | os.PathLike | None,
+    dataset_name: str,
+    class_names: Sequence[str],
+    scenes: dict[str, list[SceneTiles]],
+    splits: dict[str, Sequence[str]],
+    settings: dict[str, Any],
+    issues: dict[str, int],
+    failed: Sequence[tuple[str, str]],
+    messages: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     lr_scale = int(settings.get("lr_scale", 2))
     info_base = {"description": f"{dataset_name} split by sdconet.data", "format_version": FORMAT_VERSION}
     coco, per_split = {}, {}
@@ -290,13 +393,15 @@ def write_split_outputs(
         info = {**info_base, **settings, "dataset": dataset_name, "split": split}
         coco[split] = build_tiles_coco(split_scenes, class_names, info)
         per_split[split] = coco_split_stats(coco[split], lr_scale)
-        if out is not None:
+        if staged is not None:
             json_path, image_root = split_paths(out, split)
-            atomic_write_json(json_path, coco[split])
+            atomic_write_json(staged.path(json_path), coco[split])
             atomic_write_json(
-                scenes_json_path(out, split), build_scenes_coco(split_scenes, class_names, info)
+                staged.path(scenes_json_path(out, split)), build_scenes_coco(split_scenes, class_names, info)
             )
-            atomic_write_text(sources_path(out, split), "".join(f"{i}\n" for i in sorted(splits[split])))
+            atomic_write_text(
+                staged.path(sources_path(out, split)), "".join(f"{i}\n" for i in sorted(splits[split]))
+            )
             stale = _stale_files(image_root, names)
             if stale:
                 logger.warning(
@@ -315,8 +420,8 @@ def write_split_outputs(
         "failed_images": [{"path": p, "reason": r} for p, r in failed],
         "reader_messages": list(messages),
     }
-    if out is not None:
+    if staged is not None:
         json_stats, md_stats = stats_paths(out)
-        atomic_write_json(json_stats, stats, indent=1)
-        atomic_write_text(md_stats, stats_markdown(stats))
+        atomic_write_json(staged.path(json_stats), stats, indent=1)
+        atomic_write_text(staged.path(md_stats), stats_markdown(stats))
     return stats, coco
