@@ -7,7 +7,9 @@
     python datasets/prepare_coco.py --json train=train.json --json test=val.json \\
         --image-root images/ --out my_split
 
-Category names must agree across the jsons; they are renumbered 1..K in id order.
+Category names must agree across the jsons; they are renumbered 1..K in id order. Every json is validated first
+(sdconet.data.coco_check: duplicate or missing ids, missing keys, bad boxes are errors naming the file and the id);
+``--dry-run`` prints what would be renumbered or recomputed and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import sys
 
 from sdconet.data.cli import add_tiling_arguments, limit_dataset, new_parser, run_prepare, run_tool
+from sdconet.data.coco_check import load_coco_json
 from sdconet.data.readers import read_coco
 from sdconet.data.records import SourceDataset
 from sdconet.data.split import split_by_source
@@ -44,6 +47,9 @@ def _main(argv: list[str] | None) -> int:
     named = [j.split("=", 1) for j in args.json if "=" in j]
     if named and len(named) != len(args.json):
         parser.error("either name every --json (SPLIT=PATH) or give a single unnamed one")
+    if args.dry_run:  # what the reader will renumber or recompute
+        for path in [p for _, p in named] or args.json:
+            print(load_coco_json(path, image_root=args.image_root, lenient=args.lenient)[1].describe())
     if not named:
         if len(args.json) != 1:
             parser.error("several --json files need split names (SPLIT=PATH)")

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 from sdconet.data.atomic import atomic_write_json
+from sdconet.data.coco_check import load_coco_json
 from sdconet.evaluation.coco_protocol import AREA_PRESETS, PROTOCOLS
-from sdconet.inference.cli import load_json_file
 from sdconet.inference.coco_results import match_image_ids
 from sdconet.inference.run_policy import ExitCode, check_output_file, exit_code_for
 from sdconet.inference.scene_eval import DEFAULT_MAX_DETS, evaluate_scenes, format_report
@@ -81,12 +81,12 @@ def main(argv=None) -> int:
     try:
         if args.out:
             check_output_file(args.out, overwrite=args.overwrite)
-        gt = load_json_file(args.gt, "--gt")
-        results = load_json_file(args.results, "--results")
-        if not isinstance(results, list):
-            raise ValueError(f"--results {args.results!r} is not a COCO results list")
+        gt, gt_report = load_coco_json(args.gt, "instances", "--gt")
+        for warning in gt_report.warnings:
+            print(f"warning: {warning}")
+        results = load_coco_json(args.results, "results", "--results")[0]
         images_path = Path(args.images) if args.images else Path(args.results).with_name("images.json")
-        images = load_json_file(images_path, "--images") if images_path.is_file() else None
+        images = load_coco_json(images_path, "images", "--images")[0] if images_path.is_file() else None
         results, ids, missing = remap_results(gt, results, images)
         predicted = len(ids) + len(missing)
         for name in missing[:20]:

@@ -61,6 +61,7 @@ from tqdm import tqdm
 from sdconet.config_io import load_yaml_config
 from sdconet.data.atomic import atomic_write_json
 from sdconet.data.bands import parse_bands
+from sdconet.data.coco_check import load_coco_json
 from sdconet.data.errors import DataError
 from sdconet.data.image_io import write_image
 from sdconet.data.scene_tiles import safe_stem
@@ -72,7 +73,6 @@ from sdconet.inference.cli import (
     add_tiling_arguments,
     build_predictor,
     collect_inputs,
-    load_json_file,
     merge_options,
     resolve_tiling,
 )
@@ -376,8 +376,12 @@ def prepare(args: argparse.Namespace, main: bool = True) -> dict:
             )
     if args.export_crops and args.crop_pad < 0:
         raise ValueError(f"--crop-pad must be >= 0, got {args.crop_pad}")
-    gt = load_json_file(args.gt, "--gt") if args.gt else None
-    dataset_json = load_json_file(args.dataset_json, "--dataset-json") if args.dataset_json else None
+    gt, gt_report = load_coco_json(args.gt, "instances", "--gt") if args.gt else (None, None)
+    if main and gt_report is not None and gt_report.warnings:
+        print("\n".join(f"warning: {w}" for w in gt_report.warnings))
+    dataset_json = (
+        load_coco_json(args.dataset_json, "categories", "--dataset-json")[0] if args.dataset_json else None
+    )
     predictor = build_predictor(args, gt_json=args.gt)
     mode = args.mode or predictor.default_mode
     tile, overlap, tiling_source = resolve_tiling(args, predictor)
@@ -437,6 +441,7 @@ def prepare(args: argparse.Namespace, main: bool = True) -> dict:
         "settings": settings,
         "digest": digest,
         "done_before": done_before,
+        "gt_warnings": dict(gt_report.counts) if gt_report is not None else {},
     }
 
 
@@ -528,6 +533,7 @@ def predict_all(
     settings,
     digest,
     done_before,
+    gt_warnings,
 ) -> int:
     """Predict the inputs not done yet, stream them to parts/, merge everything done into the final files."""
     if info.is_main:
@@ -654,6 +660,7 @@ def predict_all(
         digest=digest,
         keys=keys,
         done_before=done_before,
+        gt_warnings=gt_warnings,
         failures=failures,
         stats=stats,
         seconds=seconds,
@@ -751,6 +758,7 @@ def _write_outputs(
     digest,
     keys,
     done_before,
+    gt_warnings,
     failures,
     stats,
     seconds,
@@ -815,6 +823,7 @@ def _write_outputs(
         "images_not_started": len(inputs) - len(images) - len(failures),
         "failed": failures,
         "not_in_gt": unmatched,
+        "gt_warnings": gt_warnings,
         "tiles": totals["tiles"],
         "tiles_predicted": stats["tiles_done"],
         "tiles_skipped_nodata": stats["tiles_skipped"],

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..data.cli import add_band_arguments
+from ..data.coco_check import parse_json_file
 from .dataset_info import DATASET_TILING, class_names_from_coco, dataset_key
 from .merge import MATCH_METRICS, MERGE_METHODS, MergeOptions
 from .predictor import PRECISIONS, Predictor
@@ -217,17 +217,7 @@ def load_json_file(path: str | os.PathLike, option: str) -> Any:
     """Parse a JSON file given on the command line.
 
     Raises:
-        ValueError: the file cannot be read or is not valid JSON (the message names the option, the file and, for
-            bad JSON, the line and column).
+        CocoFormatError (a ValueError): the file cannot be read or is not valid JSON (the message names the option,
+            the file and, for bad JSON, the line and column).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ValueError(f"{option} {str(path)!r}: cannot be read: {reason}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f"{option} {str(path)!r}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
-        ) from exc
+    return parse_json_file(path, f"{option} {str(path)!r}")

@@ -7,12 +7,11 @@ the checkpoint gives them) and the tile size / overlap the model was trained wit
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
+from ..data.coco_check import load_coco_json
 from ..data.readers import DOTA15_CLASSES, HRRSD_CLASSES, NWPU_VHR10_CLASSES
 from ..data.synthetic import SYNTHETIC_CLASSES
 from ..data.tiler import PRESETS
@@ -62,17 +61,11 @@ def class_names_from_coco(path: str | os.PathLike) -> list[str]:
     """Category names of a COCO json, in ascending category-id order (detectron2's contiguous mapping).
 
     Raises:
-        ValueError: the file has no ``categories`` list (the message names the file).
+        CocoFormatError (a ValueError): the file cannot be read, is not JSON, or has no valid ``categories`` list
+            (:func:`sdconet.data.coco_check.load_coco_json`; the message names the file).
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data: Any = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read categories from {str(path)!r}: {exc}") from exc
-    cats = data.get("categories") if isinstance(data, dict) else None
-    if not isinstance(cats, list) or not cats:
-        raise ValueError(f"{str(path)!r} has no COCO 'categories' list")
-    return [str(c["name"]) for c in sorted(cats, key=lambda c: int(c["id"]))]
+    data, _ = load_coco_json(path, "categories")
+    return [str(c["name"]) for c in sorted(data["categories"], key=lambda c: int(c["id"]))]
 
 
 def resolve_class_names(

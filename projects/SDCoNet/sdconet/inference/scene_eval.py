@@ -15,6 +15,8 @@ from typing import Any
 from sdconet.evaluation.coco_protocol import evaluate_coco
 from sdconet.evaluation.report import format_coco_tables
 
+from ..data.coco_check import validate_coco
+
 __all__ = ["DEFAULT_MAX_DETS", "evaluate_scenes", "format_report"]
 
 DEFAULT_MAX_DETS = (100, 1000)
@@ -43,11 +45,18 @@ def evaluate_scenes(
         protocol: ``coco`` or ``mmdet`` (see :mod:`sdconet.evaluation.coco_protocol`).
         area_ranges: size buckets, ``coco`` or ``aitod`` (scene pixels).
 
+    Raises:
+        CocoFormatError: the ground truth or the results fail :func:`sdconet.data.coco_check.validate_coco`
+            (duplicate ids, which pycocotools would silently mis-score, missing keys, bad boxes, ...).
+        ValueError: results of images that are not in the ground truth, or bad ``max_dets``.
+
     Returns:
         ``{"max_dets": [...], "num_images", "num_gt", "num_dets", "metrics": {str(maxDets): {"AP", "AP50", "AP75",
         "AP<bucket>"..., "AR", "AR<bucket>"...}}, "per_class": {name: AP at the largest maxDets},
         "protocol": evaluate_coco's report}``; AP values in percent, NaN where undefined (e.g. no GT of that size).
     """
+    validate_coco(gt, "instances", "ground truth").raise_errors()
+    validate_coco(list(results), "results", "results", gt=gt).raise_errors()
     max_dets = sorted({int(m) for m in max_dets})
     if not max_dets or max_dets[0] < 1:
         raise ValueError(f"max_dets must be positive integers, got {max_dets}")

@@ -1,14 +1,16 @@
 """Reader for any COCO-format json (bring-your-own data).
 
 Category ids may be arbitrary; they are ordered by id and renumbered 1..K on output. ``iscrowd = 1``
-annotations are skipped (counted); ``bbox`` is ``[x, y, w, h]`` in continuous pixel coordinates.
+annotations are skipped (counted); ``bbox`` is ``[x, y, w, h]`` in continuous pixel coordinates (``area`` is
+recomputed from it). The json is checked first by :func:`sdconet.data.coco_check.validate_coco` (the one COCO
+validation of the project); its warnings are counted in the statistics (``coco_*`` issues).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..coco_check import parse_json_file, validate_coco
 from ..errors import AnnotationParseError, UnknownClassError
 from ..records import SourceDataset, SourceImage, SourceObject
 from ._common import IssueLog
@@ -29,19 +31,25 @@ def read_coco(
         :class:`SourceDataset` with ids = ``file_name`` without its extension, no official split.
 
     Raises:
-        AnnotationParseError: malformed json / annotation (strict mode), naming the file.
+        CocoFormatError: unreadable file, bad JSON, or what :func:`sdconet.data.coco_check.validate_coco` calls an
+            error (duplicate or missing ids, missing keys, bad boxes; in lenient mode per-annotation problems are
+            skipped and counted instead), naming the file and the offending ids.
         UnknownClassError: an annotation whose ``category_id`` is not among the categories.
     """
     json_path, image_root = Path(json_path), Path(image_root)
     issues = IssueLog(lenient)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-        categories = sorted(data["categories"], key=lambda c: int(c["id"]))
-        raw_images = data["images"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AnnotationParseError(
-            str(json_path), None, f"not a COCO instances json ({type(exc).__name__}: {exc})"
-        ) from exc
+    data = parse_json_file(json_path)
+    report = validate_coco(data, "instances", str(json_path), image_root=image_root, lenient=lenient)
+    if report.unknown_category_ids and isinstance(data, dict):
+        known = [f"{c['id']}={c['name']}" for c in sorted(data["categories"], key=lambda c: int(c["id"]))]
+        raise UnknownClassError(str(report.unknown_category_ids[0]), known, str(json_path))
+    report.raise_errors()
+    for kind, count in report.counts.items():
+        if kind != "annotations_skipped":  # counted below as unparsed_lines
+            issues.counts[f"coco_{kind}"] += count
+    issues.messages.extend(report.warnings)
+    categories = sorted(data["categories"], key=lambda c: int(c["id"]))
+    raw_images = data["images"]
     class_names = tuple(str(c["name"]) for c in categories)
     cat_index = {int(c["id"]): i for i, c in enumerate(categories)}
     by_id: dict[int, SourceImage] = {}
