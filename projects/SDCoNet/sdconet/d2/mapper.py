@@ -30,6 +30,8 @@ from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
+from sdconet.data.errors import ImageReadError
+
 from .config import config_has_sr
 
 __all__ = ["LR_MODES", "SDCoNetDatasetMapper"]
@@ -131,7 +133,14 @@ class SDCoNetDatasetMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         d = copy.deepcopy(dataset_dict)
-        image = utils.read_image(d["file_name"], format=self.image_format)
+        try:
+            image = utils.read_image(d["file_name"], format=self.image_format)
+        except (
+            OSError,
+            SyntaxError,
+            ValueError,
+        ) as exc:  # e.g. "image file is truncated", without the file name
+            raise ImageReadError(d["file_name"], f"{type(exc).__name__}: {exc}") from exc
         utils.check_image_size(d, image)  # also fills height/width when the dict lacks them
         if not image.flags.writeable:  # PIL-backed arrays are read-only; torch.from_numpy warns on them
             image = image.copy()

@@ -94,9 +94,17 @@ class SDCoNet(nn.Module):
             raise ValueError(f"SDCoNet: images must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
         if not images.is_floating_point():
             raise ValueError(f"SDCoNet: images must be floating point (normalised), got {images.dtype}")
+        param_dtype = next(self.parameters()).dtype
+        if images.dtype != param_dtype:
+            raise ValueError(
+                f"SDCoNet: images are {images.dtype} but the model's weights are {param_dtype}; pass "
+                f"{param_dtype} images (for mixed precision keep float32 inputs and use torch.autocast)"
+            )
+        bsz, _, h, w = images.shape
+        if bsz == 0 or h == 0 or w == 0:
+            raise ValueError(f"SDCoNet: empty batch: images of shape {tuple(images.shape)}")
         if not torch.isfinite(images).all():
             raise ValueError("SDCoNet: images contain NaN or Inf values")
-        bsz, _, h, w = images.shape
         if pixel_mask is None:
             pixel_mask = torch.zeros(bsz, h, w, dtype=torch.bool, device=images.device)
         if pixel_mask.shape != (bsz, h, w) or pixel_mask.dtype != torch.bool:
@@ -113,18 +121,27 @@ class SDCoNet(nn.Module):
             pixel_mask = F.pad(pixel_mask, (0, pad_w, 0, pad_h), value=True)
         if hr_images is not None:
             s = self.sr_scale
-            if hr_images.dim() != 4 or hr_images.shape[:2] != (bsz, 3):
+            if (
+                not isinstance(hr_images, torch.Tensor)
+                or hr_images.dim() != 4
+                or hr_images.shape[:2] != (bsz, 3)
+            ):
+                shape = (
+                    tuple(hr_images.shape)
+                    if isinstance(hr_images, torch.Tensor)
+                    else type(hr_images).__name__
+                )
+                raise ValueError(f"SDCoNet: hr_images must be ({bsz}, 3, {s}H, {s}W), got {shape}")
+            if hr_images.dtype != images.dtype:
+                raise ValueError(f"SDCoNet: hr_images are {hr_images.dtype} but images are {images.dtype}")
+            if tuple(hr_images.shape[-2:]) != (s * h, s * w):
                 raise ValueError(
-                    f"SDCoNet: hr_images must be (B, 3, {s}H, {s}W), got {tuple(hr_images.shape)}"
+                    f"SDCoNet: hr_images are {tuple(hr_images.shape[-2:])}, expected exactly {s} x the LR images "
+                    f"{(h, w)} = {(s * h, s * w)} (pad the HR batch like the LR batch)"
                 )
             if not torch.isfinite(hr_images).all():
                 raise ValueError("SDCoNet: hr_images contain NaN or Inf values")
-            want_h, want_w = images.shape[-2] * s, images.shape[-1] * s
-            if hr_images.shape[-2] > want_h or hr_images.shape[-1] > want_w:
-                raise ValueError(
-                    f"SDCoNet: hr_images {tuple(hr_images.shape[-2:])} larger than {s} x padded LR "
-                    f"{(want_h, want_w)}"
-                )
+            want_h, want_w = images.shape[-2] * s, images.shape[-1] * s  # after the size-divisibility padding
             hr_images = F.pad(hr_images, (0, want_w - hr_images.shape[-1], 0, want_h - hr_images.shape[-2]))
         return images, pixel_mask, hr_images
 

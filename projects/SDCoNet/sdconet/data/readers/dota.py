@@ -37,6 +37,18 @@ DOTA_CLASSES = {"1.0": DOTA10_CLASSES, "1.5": DOTA15_CLASSES}
 _NUM_POLY = 8
 
 
+def _leading_numbers(tokens: Sequence[str]) -> int:
+    """How many tokens at the start of a line are numbers (finite or not)."""
+    count = 0
+    for token in tokens:
+        try:
+            float(token)
+        except ValueError:
+            break
+        count += 1
+    return count
+
+
 def parse_dota_label_file(path: str | Path, book: ClassBook, issues: IssueLog) -> list[SourceObject]:
     """Parse one DOTA label file into horizontal-box objects.
 
@@ -54,19 +66,23 @@ def parse_dota_label_file(path: str | Path, book: ClassBook, issues: IssueLog) -
         tokens = line.split()
         if len(tokens) == 1 and ":" in line:  # "imagesource:GoogleEarth", "gsd:0.146"
             continue
-        if len(tokens) not in (_NUM_POLY + 1, _NUM_POLY + 2):
-            issues.bad(
-                "unparsed_lines",
-                AnnotationParseError(str(path), number, "expected 8 coordinates, class, difficult", line),
-            )
+        numbers = _leading_numbers(tokens)
+        if numbers != _NUM_POLY or len(tokens) not in (_NUM_POLY + 1, _NUM_POLY + 2):
+            if numbers != _NUM_POLY:
+                reason = f"expected 8 coordinates before the class name, found {numbers}"
+            else:
+                reason = f"expected 'class [difficult]' after the 8 coordinates, found {len(tokens) - _NUM_POLY} fields"
+            issues.bad("unparsed_lines", AnnotationParseError(str(path), number, reason, line))
             continue
+        coords = [float(t) for t in tokens[:_NUM_POLY]]
         try:
-            coords = [float(t) for t in tokens[:_NUM_POLY]]
             difficult = int(tokens[_NUM_POLY + 1]) != 0 if len(tokens) == _NUM_POLY + 2 else False
         except ValueError:
             issues.bad(
                 "unparsed_lines",
-                AnnotationParseError(str(path), number, "non-numeric coordinate or difficult", line),
+                AnnotationParseError(
+                    str(path), number, f"difficult must be 0 or 1, got {tokens[-1]!r}", line
+                ),
             )
             continue
         category = book.index(tokens[_NUM_POLY], where=f"{path}:{number}")
