@@ -15,15 +15,21 @@ Multi-machine: run the same command on every machine with ``--num-machines N --m
 
 import logging
 import os
+import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from sdconet.d2 import SDCoNetTrainer, load_cfg, resolve_cfg  # import registers models, backbones, datasets
+from sdconet.d2.checkpoint import SDCoNetCheckpointer
 from sdconet.d2.evaluation import append_metrics_json
+from sdconet.engine.checkpoint_policy import (
+    CheckpointMismatchError,
+    CheckpointReadError,
+    NonFiniteWeightsError,
+)
 
 
 def setup(args):
@@ -42,7 +48,7 @@ def main(args):
     log = logging.getLogger("sdconet")
     if args.eval_only:
         model = SDCoNetTrainer.build_model(cfg)
-        ckpt = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        ckpt = SDCoNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR, eval_only=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = SDCoNetTrainer.test(cfg, model)
@@ -63,14 +69,18 @@ def main(args):
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (CheckpointReadError, CheckpointMismatchError, NonFiniteWeightsError) as exc:
+        sys.stderr.write(f"error: {exc}\n")  # one line naming the checkpoint, not a traceback
+        sys.exit(2)
 
 
 if __name__ == "__main__":

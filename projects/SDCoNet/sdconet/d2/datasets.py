@@ -83,7 +83,9 @@ def register_checked_coco_instances(name: str, metadata: Dict, json_file: str, i
     """detectron2's ``register_coco_instances`` with the project's COCO validation when the dataset is loaded
     (:func:`load_checked_coco_json`). Use it for your own COCO data."""
     DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
-    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+    MetadataCatalog.get(name).set(
+        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
+    )
 
 
 def register_split_dataset(name: str, dataset_root: str, split: str, thing_classes: Sequence[str]) -> bool:

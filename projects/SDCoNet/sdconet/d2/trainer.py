@@ -11,7 +11,6 @@ import logging
 import weakref
 from typing import List
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
@@ -21,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from sdconet.engine.routing import StagePolicy
 
 from . import evaluation
+from .checkpoint import SDCoNetCheckpointer
 from .hooks import BestCheckpointer, SRStageHook, TrainingStatsHook, sr_controller
 from .mapper import SDCoNetDatasetMapper
 from .schedule import sr_start_epoch
@@ -69,7 +69,7 @@ class SDCoNetTrainer(DefaultTrainer):
             model, data_loader, optimizer
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SDCoNetCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -122,7 +122,9 @@ class SDCoNetTrainer(DefaultTrainer):
     def build_hooks(self) -> List[hooks.HookBase]:
         ret = super().build_hooks()
         if sr_controller(self.model) is None:
-            logger.info("No SR branch in %s: gradient routing (SR stage hook) skipped", type(self.model).__name__)
+            logger.info(
+                "No SR branch in %s: gradient routing (SR stage hook) skipped", type(self.model).__name__
+            )
         else:
             policy = StagePolicy(sr_start_epoch=sr_start_epoch(self.cfg), has_sr=True)
             ret.insert(0, SRStageHook(policy, self.cfg.SOLVER.ITERS_PER_EPOCH))

@@ -9,8 +9,10 @@ Accepted files (``torch.save`` pickles):
 * keys prefixed ``module.`` (saved from a DistributedDataParallel wrapper).
 
 Optional metadata next to the weights (``{"model": ..., "class_names": [...]}``) is returned for the caller.
-Loading is strict: a checkpoint that does not match the model built from the config raises
-:class:`CheckpointMismatchError` naming the missing, unexpected and wrongly-shaped keys.
+Loading follows :mod:`sdconet.engine.checkpoint_policy`: strict (a checkpoint that does not match the model built
+from the config raises :class:`CheckpointMismatchError` naming the missing, unexpected and wrongly-shaped keys), NaN /
+Inf weights refused, and the only partial load allowed for inference is ``sr_branch`` (an SR-augmented checkpoint
+into its detector without SR), logged.
 """
 
 from __future__ import annotations
@@ -25,11 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.checkpoint_policy import (
+    ALLOWED_BY_PURPOSE,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    check_finite,
+    plan_load,
+)
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLASS_HEAD_KEY",
     "CheckpointMismatchError",
+    "CheckpointReadError",
     "LoadedCheckpoint",
     "infer_num_classes",
     "load_state_into",
@@ -42,45 +53,8 @@ KEY_PREFIXES = ("module.", "core.")
 CLASS_HEAD_KEY = "detector.enc_class_head.weight"
 #: Entries of a training checkpoint that are not metadata (optimizer, scheduler and trainer/hook states).
 _TRAINING_STATE = ("optimizer", "scheduler", "trainer")
-#: Keys listed per category in a mismatch error before "... and N more".
+#: Keys listed before "..." when a file holds no weights.
 MAX_KEYS_SHOWN = 12
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's tensors do not fit the model built from the config.
-
-    Attributes:
-        path: the checkpoint file (or ``"<state dict>"``).
-        missing: model keys the checkpoint lacks.
-        unexpected: checkpoint keys the model does not have.
-        shape_mismatch: ``(key, checkpoint shape, model shape)`` triples.
-    """
-
-    def __init__(self, path: str, missing, unexpected, shape_mismatch):
-        self.path = path
-        self.missing = sorted(missing)
-        self.unexpected = sorted(unexpected)
-        self.shape_mismatch = sorted(shape_mismatch)
-
-        def show(keys) -> str:
-            keys = list(keys)
-            head = ", ".join(str(k) for k in keys[:MAX_KEYS_SHOWN])
-            return head + (
-                f", ... and {len(keys) - MAX_KEYS_SHOWN} more" if len(keys) > MAX_KEYS_SHOWN else ""
-            )
-
-        parts = []
-        if self.shape_mismatch:
-            shapes = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in self.shape_mismatch]
-            parts.append(f"{len(shapes)} with different shapes: {show(shapes)}")
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing from the checkpoint: {show(self.missing)}")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} not in the model: {show(self.unexpected)}")
-        super().__init__(
-            f"checkpoint {path!r} does not match the model built from the config (check --config-file, e.g. the "
-            f"variant, widths or NUM_CLASSES): " + "; ".join(parts)
-        )
 
 
 @dataclass
@@ -139,8 +113,9 @@ def read_checkpoint(path: str | os.PathLike, allow_pickle: bool = False) -> Load
         hint = "" if allow_pickle else " (if you trust the file, retry with --allow-pickle)"
         raise ValueError(f"cannot load checkpoint {path!r}: {exc}{hint}") from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(
-            f"cannot load checkpoint {path!r}: not a torch checkpoint or truncated ({exc})"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointReadError(
+            f"cannot load checkpoint {path!r}: not a torch checkpoint or truncated ({reason})"
         ) from exc
     meta: dict[str, Any] = {}
     if _is_state_dict(obj):
@@ -167,27 +142,26 @@ def infer_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int | None:
 
 
 def load_state_into(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "<state dict>"
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "<state dict>",
+    allow: tuple[str, ...] = ALLOWED_BY_PURPOSE["eval"],
 ) -> None:
-    """Copy ``state_dict`` into ``model`` strictly.
+    """Copy ``state_dict`` into ``model`` (:mod:`sdconet.engine.checkpoint_policy`).
 
     Args:
         model: the core model built from the config.
         state_dict: prefix-stripped tensors (:attr:`LoadedCheckpoint.state_dict`).
         source: the file name used in error messages.
+        allow: partial-load rules that may apply (default: ``sr_branch``, as for evaluation); ``()`` = exact.
 
     Raises:
-        CheckpointMismatchError: missing / unexpected keys or shape differences (all of them are named).
+        NonFiniteWeightsError: NaN / Inf values (the tensors are named).
+        CheckpointMismatchError: missing / unexpected keys or shape differences no allowed rule covers (all named).
     """
     own = model.state_dict()
-    missing = set(own) - set(state_dict)
-    unexpected = set(state_dict) - set(own)
-    shapes = [
-        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
-        for k in set(own) & set(state_dict)
-        if tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointMismatchError(source, missing, unexpected, shapes)
-    model.load_state_dict(state_dict, strict=True)
-    logger.info("loaded %d tensors from %s", len(state_dict), source)
+    check_finite(state_dict, source, own)
+    plan = plan_load(own, state_dict, source, allow)
+    model.load_state_dict(plan.state, strict=False)
+    plan.log(logger)
+    logger.info("loaded %d tensors from %s", len(plan.state), source)

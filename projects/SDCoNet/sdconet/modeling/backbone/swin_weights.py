@@ -30,6 +30,8 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models.swin_transformer import get_relative_position_index
 from torch import nn
 
+from ...engine.checkpoint_policy import check_finite
+
 logger = logging.getLogger(__name__)
 
 #: Key prefixes stripped from checkpoint keys (DataParallel/DDP and detection-framework wrappers).
@@ -164,6 +166,7 @@ def load_swin_weights(
     Raises:
         FileNotFoundError: ``path_or_name`` looks like a path but does not exist.
         RuntimeError: ``strict_encoder`` and some backbone keys are missing or mismatched.
+        NonFiniteWeightsError: the checkpoint holds NaN or Inf values.
     """
     source = str(path_or_name)
     if os.path.isfile(source):
@@ -173,6 +176,7 @@ def load_swin_weights(
     else:
         raw = _hub_state_dict(source)
     ckpt = {_strip(k): v for k, v in _unwrap(raw, source).items()}
+    check_finite(ckpt, source)  # NaN / Inf weights are an error, never a silently broken backbone
     official = is_official_layout(ckpt)
     if official:
         ckpt = official_to_timm(ckpt)
