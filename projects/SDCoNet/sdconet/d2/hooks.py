@@ -1,4 +1,4 @@
-"""Training hooks: the gradient-routing stage switch and SDCoNet's extra training statistics."""
+"""Training hooks: exact-resume state, the gradient-routing stage switch and SDCoNet's extra training statistics."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
 
 from sdconet.data.atomic import atomic_write_json, atomic_write_text
+from sdconet.engine.determinism import capture_rng_state, derive_seed, restore_rng_state, seed_everything
 from sdconet.engine.routing import StagePolicy
 from sdconet.evaluation.report import set_report_note
 
 from .solver import core_of, unwrap
+from .train_loader import stream_sampler_of
 
-__all__ = ["BestCheckpointer", "SRStageHook", "TrainingStatsHook", "sr_controller"]
+__all__ = ["BestCheckpointer", "ResumeStateHook", "SRStageHook", "TrainingStatsHook", "sr_controller"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ class SRStageHook(HookBase):
         enabled = self.policy.sr_enabled_at_iter(it, self.iters_per_epoch)
         core = sr_controller(self.trainer.model)
         if core is None:
-            raise ValueError("SRStageHook: the model has no SR branch (install the hook only for models with one)")
+            raise ValueError(
+                "SRStageHook: the model has no SR branch (install the hook only for models with one)"
+            )
         if stage != self.stage or bool(core.sr_enabled) != enabled:
             core.set_sr_enabled(enabled)
             logger.info(
@@ -182,3 +186,46 @@ class BestCheckpointer(d2_hooks.BestCheckpointer):
             "are optimistic; the tables above are those of the checkpoint evaluated last (at the end of training: "
             "the final checkpoint, the headline).",
         )
+
+
+class ResumeStateHook(HookBase):
+    """Makes a stopped and resumed run equal the uninterrupted one (on CPU: bit-identical weights).
+
+    * Before every step, Python's ``random``, NumPy, torch (CPU + CUDA) and the model's own generators are seeded
+      from ``(seed, iteration, rank)`` (:func:`sdconet.engine.determinism.seed_everything`): what a step draws (e.g.
+      DINO's denoising noise) does not depend on what ran before it (evaluation, data-loader start-up, a resume).
+    * The training stream (:func:`sdconet.d2.train_loader.build_resumable_train_loader`) starts at the trainer's
+      iteration with the run's seed: batch ``i`` and its augmentations are those of the uninterrupted run.
+    * Its state -- the run's seed and the RNG states at the checkpoint -- is saved with every checkpoint (the
+      trainer's ``hooks`` state) and restored by ``--resume``, so a run started with ``SEED -1`` (a random seed)
+      resumes with the seed it drew.
+
+    Args:
+        seed: the run's seed.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def before_train(self) -> None:
+        sampler = stream_sampler_of(self.trainer.data_loader)
+        if sampler is not None:
+            sampler.seed = self.seed
+            sampler.start_iter = self.trainer.iter
+        logger.info("Exact resume: seed %d, data stream from batch %d", self.seed, self.trainer.iter)
+
+    def before_step(self) -> None:
+        seed_everything(
+            derive_seed(self.seed, "step", self.trainer.iter, comm.get_rank()), self.trainer.model
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "iteration": self.trainer.iter,
+            "rng": capture_rng_state(self.trainer.model),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        restore_rng_state(state["rng"], self.trainer.model)

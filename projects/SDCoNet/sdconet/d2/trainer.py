@@ -8,10 +8,11 @@ branch; for the others one log line says they are skipped.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from typing import List
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, create_ddp_model, hooks
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.utils import comm
@@ -21,11 +22,12 @@ from sdconet.engine.routing import StagePolicy
 
 from . import evaluation
 from .checkpoint import SDCoNetCheckpointer
-from .hooks import BestCheckpointer, SRStageHook, TrainingStatsHook, sr_controller
+from .hooks import BestCheckpointer, ResumeStateHook, SRStageHook, TrainingStatsHook, sr_controller
 from .mapper import SDCoNetDatasetMapper
 from .schedule import sr_start_epoch
 from .solver import build_optimizer
 from .sr_branch import build_model
+from .train_loader import build_resumable_train_loader
 
 __all__ = ["SDCoNetTrainer"]
 
@@ -47,6 +49,8 @@ class SDCoNetTrainer(DefaultTrainer):
       models with SR), and ``OUTPUT_DIR/report.md`` written after every evaluation (:meth:`test`);
     * hooks: :class:`SRStageHook` first (models with an SR branch), :class:`TrainingStatsHook` before the writers,
       :class:`BestCheckpointer` (``SOLVER.BEST_METRIC``) after the evaluation.
+    * the resumable deterministic training stream (:mod:`sdconet.d2.train_loader`) and :class:`ResumeStateHook`
+      (after the stage hook): a stopped and resumed run equals the uninterrupted one (bit-identical weights on CPU).
 
     Expects a config resolved by :func:`sdconet.d2.schedule.resolve_cfg` (``SOLVER.ITERS_PER_EPOCH`` > 0).
     """
@@ -60,6 +64,10 @@ class SDCoNetTrainer(DefaultTrainer):
                 "SOLVER.ITERS_PER_EPOCH is not resolved; build the config with sdconet.d2.setup_cfg"
             )
         cfg = DefaultTrainer.auto_scale_workers(cfg, 1)  # REFERENCE_WORLD_SIZE is 0 (checked): a no-op
+        # The run's seed: SEED, or one drawn now (saved with every checkpoint, so --resume keeps it).
+        self.run_seed = (
+            int(cfg.SEED) if cfg.SEED >= 0 else int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        )
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -88,7 +96,9 @@ class SDCoNetTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=SDCoNetDatasetMapper(cfg, is_train=True))
+        """The resumable deterministic training stream (:mod:`sdconet.d2.train_loader`)."""
+        mapper = SDCoNetDatasetMapper(cfg, is_train=True)
+        return build_resumable_train_loader(cfg, mapper, seed=cfg.SEED if cfg.SEED >= 0 else 0)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -121,6 +131,7 @@ class SDCoNetTrainer(DefaultTrainer):
 
     def build_hooks(self) -> List[hooks.HookBase]:
         ret = super().build_hooks()
+        ret.insert(0, ResumeStateHook(self.run_seed))
         if sr_controller(self.model) is None:
             logger.info(
                 "No SR branch in %s: gradient routing (SR stage hook) skipped", type(self.model).__name__
