@@ -106,6 +106,7 @@ def main(argv=None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return int(ExitCode.SETUP_ERROR)
     report["images_not_in_gt"] = missing
+    report["gt_warnings"] = dict(gt_report.counts)
     print(format_report(report))
     if missing:
         print(
