@@ -152,8 +152,14 @@ def test_dataset_tools_apply_the_same_band_rule_and_scaling(tmp_path):
     parsed = args.parse_args(["--out", str(tmp_path / "o"), "--bands", "3,2,1"])
     assert options_from_args(parsed).bands == (3, 2, 1) and options_from_args(parsed).scaling == "percentile"
 
+    # No usable source: the dataset guard stops the run and says why (the band rule's --bands) ...
+    from sdconet.data.errors import DatasetGuardError
+
+    with pytest.raises(DatasetGuardError, match="--bands"):
+        prepare_split_dataset(ds, tmp_path / "a", {"train": ["ms"]}, TilingOptions(64, 16), progress=False)
+    # ... and with --force the image is reported, skipped and counted like any unreadable one.
     refused = prepare_split_dataset(
-        ds, tmp_path / "a", {"train": ["ms"]}, TilingOptions(64, 16), progress=False
+        ds, tmp_path / "a", {"train": ["ms"]}, TilingOptions(64, 16), progress=False, force=True
     )
     assert len(refused.failed) == 1 and "--bands" in refused.failed[0][1]
 

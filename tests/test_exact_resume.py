@@ -232,7 +232,10 @@ def test_real_trainer_stop_and_resume_is_bit_identical(synth6, tmp_path):
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 6
     resumed.train()
-    assert resumed._hooks[0].seed == seed  # the drawn seed came back from the checkpoint
+    from sdconet.d2.hooks import ResumeStateHook
+
+    (hook,) = [h for h in resumed._hooks if isinstance(h, ResumeStateHook)]
+    assert hook.seed == seed  # the drawn seed came back from the checkpoint
     # The uninterrupted run with that seed.
     full = trainer_for(tmp_path / "full", seed)
     full.resume_or_load(resume=False)

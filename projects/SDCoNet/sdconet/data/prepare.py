@@ -230,7 +230,8 @@ def prepare_split_dataset(
         recover_staged(out)
     records = [t[1] for t in tasks]
     missing_files = [r.path for r in records if not os.path.isfile(r.path)]
-    check_replacement(out, len(records), len(records) - len(missing_files), missing_files, force, "exist")
+    absent = [f"{p!r} does not exist" for p in missing_files]
+    check_replacement(out, len(records), len(records) - len(missing_files), absent, force, "exist")
     scenes: dict[str, list[SceneTiles]] = {split: [] for split in splits}
     failed: list[tuple[str, str]] = []
     written = 0
@@ -259,7 +260,7 @@ def prepare_split_dataset(
         issues["objects_cut_dropped"] += scene.num_cut_dropped
 
     done = sum(len(v) for v in scenes.values())
-    check_replacement(out, len(records), done, [p for p, _ in failed], force, "could be read")
+    check_replacement(out, len(records), done, [reason for _, reason in failed], force, "could be read")
     settings = asdict(options)
     settings.pop("jpeg_quality")
     settings.update(split_info or {})
@@ -295,7 +296,7 @@ def check_replacement(
         out: the output folder (None: a dry run; only the "no usable source" rule applies).
         listed: source images the run was given.
         usable: how many of them exist (before the run) or could be read (after it).
-        unusable: paths of the others (a few are named).
+        unusable: why the others are unusable (the first is named, e.g. "'a.png' does not exist").
         force: skip the checks.
         verb: ``"exist"`` or ``"could be read"``, for the message.
 
@@ -304,7 +305,7 @@ def check_replacement(
     """
     if force:
         return
-    example = f" (e.g. {unusable[0]!r})" if unusable else ""
+    example = f" (e.g. {unusable[0]})" if unusable else ""
     nothing = (
         "nothing was written"
         if verb == "exist"
