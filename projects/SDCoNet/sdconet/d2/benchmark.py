@@ -28,15 +28,9 @@ BASELINES: Dict[str, Tuple[str, str]] = {
     "faster-r50": ("faster_rcnn_R50_FPN_x2_nwpu.yaml", "Faster R-CNN R50-FPN (detectron2)"),
     "retinanet-r50": ("retinanet_R50_FPN_x2_nwpu.yaml", "RetinaNet R50-FPN (detectron2)"),
     "cascade-r50": ("cascade_rcnn_R50_FPN_x2_nwpu.yaml", "Cascade R-CNN R50-FPN (detectron2)"),
-    "faster-swint": (
-        "faster_rcnn_swinT_FPN_x2_nwpu.yaml",
-        "Faster R-CNN Swin-T-FPN (detectron2 + our Swin-T)",
-    ),
+    "faster-swint": ("faster_rcnn_swinT_FPN_x2_nwpu.yaml", "Faster R-CNN Swin-T-FPN (detectron2 + our Swin-T)"),
     "retinanet-swint": ("retinanet_swinT_FPN_x2_nwpu.yaml", "RetinaNet Swin-T-FPN (detectron2 + our Swin-T)"),
-    "cascade-swint": (
-        "cascade_rcnn_swinT_FPN_x2_nwpu.yaml",
-        "Cascade R-CNN Swin-T-FPN (detectron2 + our Swin-T)",
-    ),
+    "cascade-swint": ("cascade_rcnn_swinT_FPN_x2_nwpu.yaml", "Cascade R-CNN Swin-T-FPN (detectron2 + our Swin-T)"),
 }
 
 _CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "baselines"
