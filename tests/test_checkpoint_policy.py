@@ -122,6 +122,15 @@ def test_imagenet_swin_weights_with_nan_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------- detectron2
 @pytest.fixture(scope="module")
+def bl_synth(tmp_path_factory):
+    """The tiny dataset of the stock-detector tests (registered under their names)."""
+    pytest.importorskip("detectron2")
+    from test_d2_baselines import synth
+
+    return synth.__wrapped__(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def d2_cfg(tmp_path_factory):
     pytest.importorskip("detectron2")
     from sdconet.d2 import setup_cfg
@@ -180,3 +189,23 @@ def test_train_net_truncated_checkpoint_is_one_error_line(d2_cfg, tmp_path):
     assert last.startswith("error: cannot load checkpoint") and str(ckpt) in last and "truncated" in last
     assert "Traceback" not in proc.stderr
     json.dumps(last)  # one line
+
+
+def test_sr_augmented_stock_detector_checkpoint_loads_into_its_stock_detector(bl_synth, tmp_path, caplog):
+    from test_d2_baselines import _cfg
+
+    from sdconet.d2 import build_model
+    from sdconet.d2.checkpoint import SDCoNetCheckpointer
+
+    name = "cascade_rcnn_R50_FPN_sr_x2_nwpu.yaml"
+    torch.manual_seed(0)
+    sr_model = build_model(_cfg(name, tmp_path, count_images=False))
+    torch.save({"model": sr_model.state_dict()}, tmp_path / "sr.pth")
+    stock = build_model(_cfg(name, tmp_path, "MODEL.SR_BRANCH.ENABLED", "False", count_images=False))
+    for kwargs in ({"eval_only": True}, {}):
+        with caplog.at_level(logging.INFO):
+            SDCoNetCheckpointer(stock, **kwargs).resume_or_load(str(tmp_path / "sr.pth"), resume=False)
+        assert any("partial load (sr_branch)" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+    key = next(k for k in stock.state_dict() if k.startswith("backbone."))
+    assert torch.equal(stock.state_dict()[key], sr_model.state_dict()[key])

@@ -143,7 +143,7 @@ PARTIAL_LOAD_RULES: dict[str, PartialLoadRule] = {
     "sr_branch": PartialLoadRule(
         "sr_branch",
         "SR-augmented checkpoint into a model without the SR branch: dropped {n} SR tensors",
-        unexpected=("*sr_decoder.*", "*sr_encoder.*", "*sr_head.*"),
+        unexpected=("*sr_decoder.*", "*sr_encoder.*", "*sr_branch.*"),  # SDCoNet; the SR add-on of stock detectors
     ),
 }
 
