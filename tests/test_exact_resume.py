@@ -8,6 +8,7 @@ worker and random flips, stopped after an epoch across the SR stage switch and r
 
 # The global NumPy RNG is used on purpose: detectron2's augmentations draw from it.
 # ruff: noqa: NPY002
+import json
 import random
 
 import numpy as np
@@ -228,10 +229,25 @@ def test_real_trainer_stop_and_resume_is_bit_identical(synth6, tmp_path):
     with pytest.raises(_Stop):
         stopped.train()
     seed = stopped.run_seed
+    best_at_stop = json.loads(
+        (tmp_path / "run" / "model_best.json").read_text()
+    )  # evaluated at iterations 2, 5
     resumed = trainer_for(tmp_path / "run", -1)
+    seen = {}
+
+    class BestAtStart(HookBase):
+        def before_train(self):  # runs after the BestCheckpointer's before_train
+            (best,) = [h for h in self.trainer._hooks if type(h).__name__ == "BestCheckpointer"]
+            seen["best"] = (best.best_metric, best.best_iter)
+
+    resumed.register_hooks([BestAtStart()])
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 6
     resumed.train()
+    assert seen["best"] == (
+        best_at_stop["value"],
+        best_at_stop["iteration"],
+    )  # the best score survived the resume
     from sdconet.d2.hooks import ResumeStateHook
 
     (hook,) = [h for h in resumed._hooks if isinstance(h, ResumeStateHook)]
@@ -243,6 +259,8 @@ def test_real_trainer_stop_and_resume_is_bit_identical(synth6, tmp_path):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"{len(diff)} of {len(a)} tensors differ, e.g. {diff[:3]}"
+    best = [json.loads((tmp_path / run / "model_best.json").read_text()) for run in ("full", "run")]
+    assert best[0] == best[1]  # the same best checkpoint (metric, value, iteration) as the uninterrupted run
     at_stop = torch.load(tmp_path / "run" / "model_0000005.pth", weights_only=True)["model"]
     assert any(
         not torch.equal(at_stop[k], b[k]) for k in b if k.startswith("core.sr_decoder")
