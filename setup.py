@@ -24,7 +24,7 @@ setup(
     package_dir={"": PACKAGE_ROOT},
     packages=find_packages(PACKAGE_ROOT, include=["sdconet", "sdconet.*"]),
     install_requires=[
-        "torch>=2.0",
+        "torch>=2.4",  # torch.library.custom_op (the Triton kernel as one opaque op for torch.compile)
         "torchvision",
         "timm>=1.0.8",
         "fvcore",

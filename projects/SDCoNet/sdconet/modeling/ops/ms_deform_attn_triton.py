@@ -17,17 +17,27 @@ Backward recomputes the corner values, writes the gradients of the locations and
 is owned by one program) and scatters ``grad_value`` with atomic adds into a float32 (float64) buffer, cast to
 the value dtype at the end. Atomic accumulation order varies, so ``grad_value`` is not bitwise deterministic.
 
-Importing this module needs only ``triton`` (no GPU); the kernels run on CUDA tensors, or on CPU tensors
-under ``TRITON_INTERPRET=1`` (slow; tests only).
+Custom ops. The launches are registered as ``torch.ops.sdconet.ms_deform_attn_triton`` and
+``torch.ops.sdconet.ms_deform_attn_triton_backward`` (``torch.library.custom_op``, with fake implementations and
+the autograd formula registered on the forward op). ``torch.compile`` therefore sees one opaque op per call
+(no graph break, no tracing into Triton's launcher) and CUDA graphs (``mode="reduce-overhead"``) capture it
+like any other kernel.
+
+Importing this module needs only ``torch`` (the ops are registered even without ``triton``, so graphs that
+contain them can be traced anywhere); the kernels run on CUDA tensors, or on CPU tensors under
+``TRITON_INTERPRET=1`` (slow; tests only).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Optional, Tuple
 
 import torch
+
+from .ms_deform_attn_pytorch import check_msda_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +51,11 @@ except ImportError as _err:  # pragma: no cover - depends on the environment
 else:
     _TRITON_IMPORT_ERROR = None
 
-__all__ = ["ms_deform_attn_triton", "is_triton_available", "MSDeformAttnTritonFunction"]
+__all__ = ["ms_deform_attn_triton", "is_triton_available", "OP_FORWARD", "OP_BACKWARD"]
+
+#: Names of the custom ops (``torch.ops.sdconet.ms_deform_attn_triton`` and its backward).
+OP_FORWARD = "sdconet::ms_deform_attn_triton"
+OP_BACKWARD = "sdconet::ms_deform_attn_triton_backward"
 
 # Rows (batch*query*head triples) per program and warps per program. Chosen from the sweep in
 # tools/bench_msda.py on an H200 (see docs/BENCHMARKS.md, "Multi-scale deformable attention kernel").
@@ -343,115 +357,248 @@ def _accumulation_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-class MSDeformAttnTritonFunction(torch.autograd.Function):
-    """Autograd wrapper: gradients for value, sampling_locations and attention_weights."""
-
-    @staticmethod
-    def forward(
-        ctx,
-        value: torch.Tensor,
-        spatial_shapes: torch.Tensor,
-        level_start_index: torch.Tensor,
-        sampling_locations: torch.Tensor,
-        attention_weights: torch.Tensor,
-        fwd_config: Tuple[int, int] = (DEFAULT_FWD_BLOCK_R, DEFAULT_FWD_NUM_WARPS),
-        bwd_config: Tuple[int, int] = (DEFAULT_BWD_BLOCK_R, DEFAULT_BWD_NUM_WARPS),
-    ) -> torch.Tensor:
-        B, S, M, Dh, Nq, L, P = _check_inputs(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+def _launch_forward(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    block_r: int,
+    num_warps: int,
+) -> torch.Tensor:
+    B, S, M, Dh, Nq, L, P = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    value = value.contiguous()
+    sampling_locations = sampling_locations.contiguous()
+    attention_weights = attention_weights.contiguous()
+    shapes_i32 = spatial_shapes.to(device=value.device, dtype=torch.int32).contiguous()
+    start_i32 = level_start_index.to(device=value.device, dtype=torch.int32).contiguous()
+    out = torch.empty((B, Nq, M * Dh), device=value.device, dtype=value.dtype)
+    acc_dtype = _accumulation_dtype(value, sampling_locations, attention_weights)
+    num_rows = B * Nq * M
+    if num_rows > 0:
+        grid = (triton.cdiv(num_rows, block_r),)
+        _msda_fwd_kernel[grid](
+            value,
+            shapes_i32,
+            start_i32,
+            sampling_locations,
+            attention_weights,
+            out,
+            num_rows,
+            M,
+            Nq * M,
+            S,
+            DH=Dh,
+            DH_PAD=triton.next_power_of_2(Dh),
+            L=L,
+            P=P,
+            BLOCK_R=block_r,
+            ACC=_TL_DTYPE[acc_dtype],
+            num_warps=num_warps,
         )
-        value = value.contiguous()
-        sampling_locations = sampling_locations.contiguous()
-        attention_weights = attention_weights.contiguous()
-        shapes_i32 = spatial_shapes.to(device=value.device, dtype=torch.int32).contiguous()
-        start_i32 = level_start_index.to(device=value.device, dtype=torch.int32).contiguous()
-        out = torch.empty((B, Nq, M * Dh), device=value.device, dtype=value.dtype)
-        acc_dtype = _accumulation_dtype(value, sampling_locations, attention_weights)
-        num_rows = B * Nq * M
-        block_r, num_warps = fwd_config
-        if num_rows > 0:
-            grid = (triton.cdiv(num_rows, block_r),)
-            _msda_fwd_kernel[grid](
-                value,
-                shapes_i32,
-                start_i32,
-                sampling_locations,
-                attention_weights,
-                out,
-                num_rows,
-                M,
-                Nq * M,
-                S,
-                DH=Dh,
-                DH_PAD=triton.next_power_of_2(Dh),
-                L=L,
-                P=P,
-                BLOCK_R=block_r,
-                ACC=_TL_DTYPE[acc_dtype],
-                num_warps=num_warps,
-            )
-        ctx.acc_dtype = acc_dtype
-        ctx.save_for_backward(value, shapes_i32, start_i32, sampling_locations, attention_weights)
-        ctx.bwd_config = bwd_config
-        return out
+    return out
 
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        value, shapes_i32, start_i32, sampling_locations, attention_weights = ctx.saved_tensors
-        B, S, M, Dh = value.shape
-        _, Nq, _, L, P, _ = sampling_locations.shape
-        need_value = ctx.needs_input_grad[0]
-        need_sampling = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        grad_value = grad_loc = grad_attn = None
-        if not (need_value or need_sampling):
-            return None, None, None, None, None, None, None
-        grad_output = grad_output.contiguous()
-        # float32 (float64) accumulation buffer for the atomic scatter; a dummy when not needed.
-        gv32 = torch.zeros(value.shape if need_value else (1,), device=value.device, dtype=ctx.acc_dtype)
-        if need_sampling:
-            grad_loc = torch.empty_like(sampling_locations)
-            grad_attn = torch.empty_like(attention_weights)
-            gl_arg, ga_arg = grad_loc, grad_attn
-        else:
-            gl_arg = ga_arg = gv32
-        num_rows = B * Nq * M
-        block_r, num_warps = ctx.bwd_config
-        if num_rows > 0:
-            grid = (triton.cdiv(num_rows, block_r),)
-            _msda_bwd_kernel[grid](
-                value,
-                shapes_i32,
-                start_i32,
-                sampling_locations,
-                attention_weights,
-                grad_output,
-                gv32,
-                gl_arg,
-                ga_arg,
-                num_rows,
-                M,
-                Nq * M,
-                S,
-                DH=Dh,
-                DH_PAD=triton.next_power_of_2(Dh),
-                L=L,
-                P=P,
-                BLOCK_R=block_r,
-                NEED_GRAD_VALUE=need_value,
-                NEED_GRAD_SAMPLING=need_sampling,
-                ACC=_TL_DTYPE[ctx.acc_dtype],
-                num_warps=num_warps,
-            )
-        elif need_sampling:
-            grad_loc.zero_()
-            grad_attn.zero_()
-        if need_value:
-            grad_value = gv32 if value.dtype == gv32.dtype else gv32.to(value.dtype)
-        if not ctx.needs_input_grad[3]:
-            grad_loc = None
-        if not ctx.needs_input_grad[4]:
-            grad_attn = None
-        return grad_value, None, None, grad_loc, grad_attn, None, None
+
+def _launch_backward(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    need_value: bool,
+    need_sampling: bool,
+    block_r: int,
+    num_warps: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, S, M, Dh, Nq, L, P = _check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    value = value.contiguous()
+    sampling_locations = sampling_locations.contiguous()
+    attention_weights = attention_weights.contiguous()
+    shapes_i32 = spatial_shapes.to(device=value.device, dtype=torch.int32).contiguous()
+    start_i32 = level_start_index.to(device=value.device, dtype=torch.int32).contiguous()
+    acc_dtype = _accumulation_dtype(value, sampling_locations, attention_weights)
+    grad_output = grad_output.contiguous()
+    # float32 (float64) accumulation buffer for the atomic scatter; a dummy when not needed.
+    gv32 = torch.zeros(value.shape if need_value else (1,), device=value.device, dtype=acc_dtype)
+    if need_sampling:
+        grad_loc = torch.empty_like(sampling_locations)
+        grad_attn = torch.empty_like(attention_weights)
+        gl_arg, ga_arg = grad_loc, grad_attn
+    else:
+        grad_loc = sampling_locations.new_empty(0)
+        grad_attn = attention_weights.new_empty(0)
+        gl_arg = ga_arg = gv32
+    num_rows = B * Nq * M
+    if num_rows > 0:
+        grid = (triton.cdiv(num_rows, block_r),)
+        _msda_bwd_kernel[grid](
+            value,
+            shapes_i32,
+            start_i32,
+            sampling_locations,
+            attention_weights,
+            grad_output,
+            gv32,
+            gl_arg,
+            ga_arg,
+            num_rows,
+            M,
+            Nq * M,
+            S,
+            DH=Dh,
+            DH_PAD=triton.next_power_of_2(Dh),
+            L=L,
+            P=P,
+            BLOCK_R=block_r,
+            NEED_GRAD_VALUE=need_value,
+            NEED_GRAD_SAMPLING=need_sampling,
+            ACC=_TL_DTYPE[acc_dtype],
+            num_warps=num_warps,
+        )
+    elif need_sampling:
+        grad_loc.zero_()
+        grad_attn.zero_()
+    if need_value:
+        grad_value = gv32.to(value.dtype) if value.dtype != gv32.dtype else gv32
+    else:
+        grad_value = value.new_empty(0)
+    return grad_value, grad_loc, grad_attn
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The kernels as PyTorch custom ops: ``torch.compile`` (and CUDA graphs under mode="reduce-overhead") see each
+# launch as one opaque op with a fake (shape-only) implementation, instead of tracing into Triton's launcher.
+
+
+@torch.library.custom_op(OP_FORWARD, mutates_args=())
+def _msda_forward_op(
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    block_r: int,
+    num_warps: int,
+) -> torch.Tensor:
+    """(B, S, M, Dh) values -> (B, Nq, M * Dh); see :func:`ms_deform_attn_triton`."""
+    return _launch_forward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, block_r, num_warps
+    )
+
+
+@_msda_forward_op.register_fake
+def _msda_forward_fake(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, block_r, num_warps
+):
+    check_msda_inputs(
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        "ms_deform_attn_triton",
+    )
+    bsz, _, heads, head_dim = value.shape
+    return value.new_empty((bsz, sampling_locations.shape[1], heads * head_dim))
+
+
+@torch.library.custom_op(OP_BACKWARD, mutates_args=())
+def _msda_backward_op(
+    grad_output: torch.Tensor,
+    value: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    need_value: bool,
+    need_sampling: bool,
+    block_r: int,
+    num_warps: int,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of value, sampling locations and attention weights (empty tensors where not needed)."""
+    return _launch_backward(
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        need_value,
+        need_sampling,
+        block_r,
+        num_warps,
+    )
+
+
+@_msda_backward_op.register_fake
+def _msda_backward_fake(
+    grad_output,
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    need_value,
+    need_sampling,
+    block_r,
+    num_warps,
+):
+    grad_value = value.new_empty(value.shape if need_value else (0,))
+    grad_loc = sampling_locations.new_empty(sampling_locations.shape if need_sampling else (0,))
+    grad_attn = attention_weights.new_empty(attention_weights.shape if need_sampling else (0,))
+    return grad_value, grad_loc, grad_attn
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, _, _ = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    ctx.bwd_config = _BWD_CONFIG.value or (DEFAULT_BWD_BLOCK_R, DEFAULT_BWD_NUM_WARPS)
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    need_value = ctx.needs_input_grad[0]
+    need_sampling = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+    if not (need_value or need_sampling):
+        return None, None, None, None, None, None, None
+    block_r, num_warps = ctx.bwd_config
+    grad_value, grad_loc, grad_attn = _msda_backward_op(
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        need_value,
+        need_sampling,
+        block_r,
+        num_warps,
+    )
+    return (
+        grad_value if need_value else None,
+        None,
+        None,
+        grad_loc if ctx.needs_input_grad[3] else None,
+        grad_attn if ctx.needs_input_grad[4] else None,
+        None,
+        None,
+    )
+
+
+_msda_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _ThreadConfig(threading.local):
+    value: Optional[Tuple[int, int]] = None
+
+
+#: Backward launch configuration for benchmarking (``bwd_config`` of :func:`ms_deform_attn_triton`).
+_BWD_CONFIG = _ThreadConfig()
 
 
 def ms_deform_attn_triton(
@@ -486,12 +633,30 @@ def ms_deform_attn_triton(
         RuntimeError: if Triton is missing or the tensors are not on CUDA (and not interpreting).
         ValueError: on inconsistent shapes.
     """
-    return MSDeformAttnTritonFunction.apply(
-        value,
-        spatial_shapes,
-        level_start_index,
-        sampling_locations,
-        attention_weights,
-        tuple(fwd_config) if fwd_config is not None else (DEFAULT_FWD_BLOCK_R, DEFAULT_FWD_NUM_WARPS),
-        tuple(bwd_config) if bwd_config is not None else (DEFAULT_BWD_BLOCK_R, DEFAULT_BWD_NUM_WARPS),
+    block_r, num_warps = (
+        tuple(fwd_config) if fwd_config is not None else (DEFAULT_FWD_BLOCK_R, DEFAULT_FWD_NUM_WARPS)
     )
+    if bwd_config is None:
+        return _msda_forward_op(
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            block_r,
+            num_warps,
+        )
+    previous = _BWD_CONFIG.value
+    _BWD_CONFIG.value = tuple(bwd_config)
+    try:
+        return _msda_forward_op(
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            block_r,
+            num_warps,
+        )
+    finally:
+        _BWD_CONFIG.value = previous
