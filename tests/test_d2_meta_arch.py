@@ -32,8 +32,15 @@ class RecordingCore(nn.Module):
     def set_sr_enabled(self, flag):
         self.sr_enabled = bool(flag)
 
-    def forward(self, images, pixel_mask, targets=None, hr_images=None, return_sr=False):
-        self.seen = dict(images=images, mask=pixel_mask, targets=targets, hr=hr_images, return_sr=return_sr)
+    def forward(self, images, pixel_mask, targets=None, hr_images=None, return_sr=False, check_values=None):
+        self.seen = dict(
+            images=images,
+            mask=pixel_mask,
+            targets=targets,
+            hr=hr_images,
+            return_sr=return_sr,
+            check_values=check_values,
+        )
         if self.training:
             return {"loss_x": self.w * 0 + images.mean()}
         out = []
@@ -146,3 +153,15 @@ def test_pixel_stats_are_non_persistent_buffers_and_config_checks():
     cfg.MODEL.SDCONET.NUM_CLASSES = 3
     with pytest.raises(ValueError, match="RGB"):
         SDCoNet(cfg)
+
+
+def test_value_checks_at_the_host_boundary():
+    """The adapter checks values on the mapper's (CPU) tensors and tells the core to skip its own checks."""
+    model = _model().eval()
+    with torch.no_grad():
+        model([{"image": _img(32, 32), "height": 32, "width": 32}])
+    assert model.core.seen["check_values"] is False
+    bad = _img(32, 32).float()
+    bad[0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="tile_7.png' image contains NaN"):
+        model([{"image": bad, "height": 32, "width": 32, "file_name": "tile_7.png"}])

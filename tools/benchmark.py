@@ -554,7 +554,8 @@ def _speed_group(
                     calls1[n]()
                 row["mem_b1"] = mem1.to_dict()
                 stats = getattr(models[n], "last_stats", None) or {}
-                row["kept_token_ratio"] = stats.get("kept_token_ratio")
+                ratio = stats.get("kept_token_ratio")
+                row["kept_token_ratio"] = None if ratio is None else float(ratio)
                 if tp_runs > 0:
                     call_b = make_call(
                         models[n],

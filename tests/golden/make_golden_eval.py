@@ -127,7 +127,7 @@ def run_case(model: nn.Module) -> dict:
         "boxes": [r["boxes"].clone() for r in out],
         "scores": [r["scores"].clone() for r in out],
         "labels": [r["labels"].clone() for r in out],
-        "kept_ratio": torch.tensor(model.last_stats["kept_token_ratio"], dtype=torch.float64),
+        "kept_ratio": torch.tensor(float(model.last_stats["kept_token_ratio"]), dtype=torch.float64),
         "kept_indices": kept_token_lists(model, images, mask),
     }
     if "saliency" in out[0]:

@@ -8,6 +8,7 @@ import math
 import os
 from typing import Sequence
 
+import torch
 from detectron2.engine import HookBase
 from detectron2.engine import hooks as d2_hooks
 from detectron2.utils import comm
@@ -103,6 +104,8 @@ class TrainingStatsHook(HookBase):
         if math.isfinite(grad_norm):
             storage.put_scalar("grad_norm", grad_norm)
         for key, value in (getattr(core_of(self.trainer.model), "last_stats", None) or {}).items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = float(value)  # the model keeps its statistics on the device (no sync in forward)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 storage.put_scalar(f"train/{key}", float(value))
 

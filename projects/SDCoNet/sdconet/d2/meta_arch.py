@@ -92,6 +92,19 @@ class SDCoNet(nn.Module):
         img = move_device_like(img, self.pixel_mean).float()
         return (img - self.pixel_mean) / self.pixel_std
 
+    @staticmethod
+    def check_values(batched_inputs: List[Dict]) -> None:
+        """Value checks at the host boundary (the core skips its own): finite floating-point images.
+
+        Run on the inputs as the mapper made them (on the CPU: no device synchronisation); uint8 images are
+        finite by construction. The padding mask is built from the image sizes, so its layout needs no check.
+        """
+        for i, x in enumerate(batched_inputs):
+            for key in ("image", "hr_image"):
+                t = x.get(key)
+                if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"SDCoNet: '{x.get('file_name', i)}' {key} contains NaN or Inf values")
+
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalised LR batch padded to ``core.size_divisibility`` (``ImageList.image_sizes`` = unpadded sizes)."""
         images = [self._normalise(x["image"]) for x in batched_inputs]
@@ -147,16 +160,17 @@ class SDCoNet(nn.Module):
     # ----------------------------------------------------------------------------------------------- forward
     def forward(self, batched_inputs: List[Dict]):
         """Training: dict of weighted losses. Eval: ``[{"instances": Instances}]`` in each input's height/width."""
+        self.check_values(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         mask = self.padding_mask(images)
         if self.training:
             targets = self.prepare_targets(batched_inputs, images, self.device)
             hr = self.prepare_hr(batched_inputs, images) if self.core.sr_enabled else None
-            return self.core(images.tensor, mask, targets, hr_images=hr)
+            return self.core(images.tensor, mask, targets, hr_images=hr, check_values=False)
         return self.inference(batched_inputs, images, mask)
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, mask: torch.Tensor) -> List[Dict]:
-        outputs = self.core(images.tensor, mask, return_sr=self.sr_eval)
+        outputs = self.core(images.tensor, mask, return_sr=self.sr_eval, check_values=False)
         return self.postprocess(outputs, batched_inputs, images.image_sizes)
 
     def postprocess(

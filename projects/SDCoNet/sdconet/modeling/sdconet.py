@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +12,10 @@ from torch import nn
 from .backbone.swin_encoder import SwinEncoder
 from .constants import PIXEL_MEAN, PIXEL_STD
 from .dino.detector import DINODetector
+from .input_checks import check_input_values
+from .level_shapes import as_shape_list
 from .losses.targets import sanitize_targets
-from .postprocess import topk_detections
+from .postprocess import topk_detections_batched
 from .sr.decoder import SRDecoder
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,12 @@ class SDCoNet(nn.Module):
         self.sr_loss_weight = sr_loss_weight
         self.topk_test = topk_test
         self.sr_enabled = sr_decoder is not None
-        self.last_stats: Dict[str, float] = {}
+        #: Check input values (NaN/Inf, padding-mask layout) in ``forward``: a host synchronisation, skipped under
+        #: ``torch.compile``/export. Callers that check at the host boundary (predictor, tools, the detectron2
+        #: meta-architecture) pass ``check_values=False`` to ``forward`` instead.
+        self.check_values = True
+        #: Statistics of the last forward (0-dim tensors or floats; read them with ``float()`` on the host).
+        self.last_stats: Dict[str, Union[float, torch.Tensor]] = {}
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -87,8 +94,13 @@ class SDCoNet(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------------
     def _prepare_inputs(
-        self, images: torch.Tensor, pixel_mask: Optional[torch.Tensor], hr_images: Optional[torch.Tensor]
+        self,
+        images: torch.Tensor,
+        pixel_mask: Optional[torch.Tensor],
+        hr_images: Optional[torch.Tensor],
+        check_values: Optional[bool] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Static checks (types, shapes, dtypes: free, graph-safe), value checks (see ``check_values``), padding."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"SDCoNet: images must be a (B, 3, H, W) tensor of normalised RGB, got {shape}")
@@ -103,8 +115,6 @@ class SDCoNet(nn.Module):
         bsz, _, h, w = images.shape
         if bsz == 0 or h == 0 or w == 0:
             raise ValueError(f"SDCoNet: empty batch: images of shape {tuple(images.shape)}")
-        if not torch.isfinite(images).all():
-            raise ValueError("SDCoNet: images contain NaN or Inf values")
         if pixel_mask is None:
             pixel_mask = torch.zeros(bsz, h, w, dtype=torch.bool, device=images.device)
         if pixel_mask.shape != (bsz, h, w) or pixel_mask.dtype != torch.bool:
@@ -112,13 +122,6 @@ class SDCoNet(nn.Module):
                 f"SDCoNet: pixel_mask must be bool (B, H, W) = {(bsz, h, w)} (True = padding), "
                 f"got {pixel_mask.dtype} {tuple(pixel_mask.shape)}"
             )
-        if bool(pixel_mask[:, 0, 0].any()):
-            raise ValueError("SDCoNet: pixel_mask marks the top-left pixel as padding; pad bottom/right only")
-        div = self.size_divisibility
-        pad_h, pad_w = (-h) % div, (-w) % div
-        if pad_h or pad_w:
-            images = F.pad(images, (0, pad_w, 0, pad_h))
-            pixel_mask = F.pad(pixel_mask, (0, pad_w, 0, pad_h), value=True)
         if hr_images is not None:
             s = self.sr_scale
             if (
@@ -139,8 +142,16 @@ class SDCoNet(nn.Module):
                     f"SDCoNet: hr_images are {tuple(hr_images.shape[-2:])}, expected exactly {s} x the LR images "
                     f"{(h, w)} = {(s * h, s * w)} (pad the HR batch like the LR batch)"
                 )
-            if not torch.isfinite(hr_images).all():
-                raise ValueError("SDCoNet: hr_images contain NaN or Inf values")
+        if self.check_values if check_values is None else check_values:
+            if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+                check_input_values(images, pixel_mask, hr_images)
+        div = self.size_divisibility
+        pad_h, pad_w = (-h) % div, (-w) % div
+        if pad_h or pad_w:
+            images = F.pad(images, (0, pad_w, 0, pad_h))
+            pixel_mask = F.pad(pixel_mask, (0, pad_w, 0, pad_h), value=True)
+        if hr_images is not None:
+            s = self.sr_scale
             want_h, want_w = images.shape[-2] * s, images.shape[-1] * s  # after the size-divisibility padding
             hr_images = F.pad(hr_images, (0, want_w - hr_images.shape[-1], 0, want_h - hr_images.shape[-2]))
         return images, pixel_mask, hr_images
@@ -166,6 +177,7 @@ class SDCoNet(nn.Module):
         return_sr: bool = False,
         return_saliency: bool = False,
         return_kept: bool = False,
+        check_values: Optional[bool] = None,
     ):
         """Train: weighted losses. Eval: per-image detections.
 
@@ -177,16 +189,100 @@ class SDCoNet(nn.Module):
                 unpadded image}``; n = 0 is legal.
             hr_images: (B, 3, s*h, s*w) normalised HR images, required while the SR branch trains.
             return_sr / return_saliency / return_kept: eval only: also return the SR image, the per-level saliency
-                maps (sigmoid) and the per-layer kept-token maps, each cropped to the image's valid region.
+                maps (sigmoid) and the per-layer kept-token maps, each cropped to the image's valid region (on
+                the host, after the graph: see :meth:`forward_padded` to compile a call with extras).
+            check_values: check the input values (NaN/Inf, padding at the top-left): a host synchronisation,
+                never done under ``torch.compile``; None = ``self.check_values`` (True by default). Callers that
+                checked their inputs on the host pass False.
         Returns:
             training: dict of weighted scalar losses ``loss_*`` (``loss_sr`` only while SR is enabled);
             eval: list (per image) of ``{"boxes": (k, 4) x1y1x2y2 normalised to the unpadded image,
             "scores": (k,), "labels": (k,) int64}`` plus the requested extras.
         """
-        images, pixel_mask, hr_images = self._prepare_inputs(images, pixel_mask, hr_images)
         if self.training:
+            images, pixel_mask, hr_images = self._prepare_inputs(images, pixel_mask, hr_images, check_values)
             return self._forward_train(images, pixel_mask, targets, hr_images)
-        return self._forward_eval(images, pixel_mask, return_sr, return_saliency, return_kept)
+        padded = self.forward_padded(
+            images,
+            pixel_mask,
+            return_sr=return_sr,
+            return_saliency=return_saliency,
+            return_kept=return_kept,
+            check_values=check_values,
+        )
+        return self.unbatch(padded)
+
+    def forward_padded(
+        self,
+        images: torch.Tensor,
+        pixel_mask: Optional[torch.Tensor] = None,
+        *,
+        return_sr: bool = False,
+        return_saliency: bool = False,
+        return_kept: bool = False,
+        check_values: Optional[bool] = None,
+    ) -> Dict[str, object]:
+        """The eval forward as one static graph: batched outputs, extras padded (no host synchronisation).
+
+        Every shape depends only on the input's shape, so ``torch.compile(model.forward_padded, fullgraph=True)``
+        compiles it once per input size, extras included. :meth:`unbatch` turns the result into the per-image
+        list that ``forward`` returns (cropping the extras on the host).
+
+        Args: as :meth:`forward` (eval).
+        Returns:
+            ``{"boxes": (B, k, 4), "scores": (B, k), "labels": (B, k), "valid_size": (B, 2) long valid LR
+            (h, w), "valid_hw": (B, L, 2) long valid tokens per detection level}`` plus, when requested,
+            ``"sr": (B, 3, sH, sW)``, ``"saliency": [(B, H_l, W_l)] * L`` (sigmoid) and ``"kept": [(B, S) bool]
+            * encoder layers``, all on the padded canvas.
+        """
+        images, pixel_mask, _ = self._prepare_inputs(images, pixel_mask, None, check_values)
+        outputs, sr = self.inference_outputs(images, pixel_mask, run_sr=return_sr)
+        boxes, scores, labels = topk_detections_batched(
+            outputs["pred_logits"], outputs["pred_boxes"], self.topk_test
+        )
+        self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
+        result: Dict[str, object] = {
+            "boxes": boxes,
+            "scores": scores,
+            "labels": labels,
+            "valid_size": torch.stack([(~pixel_mask[:, :, 0]).sum(1), (~pixel_mask[:, 0, :]).sum(1)], dim=1),
+            "valid_hw": outputs["valid_hw"],
+        }
+        if return_sr and sr is not None:
+            result["sr"] = sr
+        if return_saliency and outputs["saliency_logits"] is not None:
+            result["saliency"] = [m.sigmoid() for m in outputs["saliency_logits"]]
+        if return_kept and outputs["kept_masks"]:
+            result["kept"] = list(outputs["kept_masks"])
+            result["spatial_shapes"] = outputs["spatial_shapes"]
+        return result
+
+    def unbatch(self, padded: Dict[str, object]) -> List[dict]:
+        """Per-image results from :meth:`forward_padded`'s batched outputs.
+
+        Detections are views (no copy, no synchronisation). Extras (SR image, saliency maps, kept-token maps) are
+        cropped to each image's valid region, which reads the valid sizes on the host (one synchronisation, only
+        when extras are present).
+        """
+        boxes, scores, labels = padded["boxes"], padded["scores"], padded["labels"]
+        results = [
+            {"boxes": boxes[b], "scores": scores[b], "labels": labels[b]} for b in range(boxes.shape[0])
+        ]
+        if not any(key in padded for key in ("sr", "saliency", "kept")):
+            return results
+        valid_size = padded["valid_size"].tolist()
+        valid_hw = padded["valid_hw"].tolist()
+        shapes = padded["spatial_shapes"].tolist() if "kept" in padded else None
+        s = self.sr_scale
+        for b, res in enumerate(results):
+            vh, vw = valid_size[b]
+            if "sr" in padded:
+                res["sr"] = padded["sr"][b, :, : vh * s, : vw * s]
+            if "saliency" in padded:
+                res["saliency"] = [m[b, :h, :w] for m, (h, w) in zip(padded["saliency"], valid_hw[b])]
+            if "kept" in padded:
+                res["kept"] = [_split_levels(k[b], shapes, valid_hw[b]) for k in padded["kept"]]
+        return results
 
     def _detect(self, images, pixel_mask, targets, enc=None, sr_image=None):
         if self.serial:
@@ -251,45 +347,25 @@ class SDCoNet(nn.Module):
             sr = self._run_sr(images, enc)
         return self._detect(images, pixel_mask, None, enc=enc, sr_image=sr), sr
 
-    def _forward_eval(self, images, pixel_mask, return_sr, return_saliency, return_kept) -> List[dict]:
-        outputs, sr = self.inference_outputs(images, pixel_mask, run_sr=return_sr)
-        results = topk_detections(outputs["pred_logits"], outputs["pred_boxes"], self.topk_test)
-        self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
-        valid_h = (~pixel_mask[:, :, 0]).sum(1).tolist()
-        valid_w = (~pixel_mask[:, 0, :]).sum(1).tolist()
-        for b, res in enumerate(results):
-            if return_sr and sr is not None:
-                s = self.sr_scale
-                res["sr"] = sr[b, :, : valid_h[b] * s, : valid_w[b] * s]
-            if return_saliency and outputs["saliency_logits"] is not None:
-                res["saliency"] = [
-                    m[b, : int(v[0]), : int(v[1])].sigmoid()
-                    for m, v in zip(outputs["saliency_logits"], outputs["valid_hw"][b])
-                ]
-            if return_kept and outputs["kept_masks"]:
-                res["kept"] = [
-                    _split_levels(k[b], outputs["spatial_shapes"], outputs["valid_hw"][b])
-                    for k in outputs["kept_masks"]
-                ]
-        return results
 
+def _kept_ratio(outputs: dict) -> Union[float, torch.Tensor]:
+    """Fraction of valid tokens updated per encoder layer, averaged over layers (1.0 without filtering).
 
-def _kept_ratio(outputs: dict) -> float:
-    """Fraction of valid tokens updated per encoder layer, averaged over layers (1.0 without filtering)."""
+    A 0-dim float64 tensor (no host synchronisation); read it with ``float()`` on the host.
+    """
     kept = outputs["kept_masks"]
     if not kept:
         return 1.0
     valid = torch.cat([~m.flatten(1) for m in outputs["level_padding"]], 1)
-    ratios = [float((k & valid).sum()) / max(1, float(valid.sum())) for k in kept]
-    return sum(ratios) / len(ratios)
+    num_valid = valid.sum().double().clamp(min=1)
+    ratios = [(k & valid).sum().double() / num_valid for k in kept]
+    return torch.stack(ratios).mean()
 
 
-def _split_levels(
-    flat: torch.Tensor, spatial_shapes: torch.Tensor, valid_hw: torch.Tensor
-) -> List[torch.Tensor]:
-    """(S,) per-token values -> list of (h_valid, w_valid) maps, one per level."""
+def _split_levels(flat: torch.Tensor, spatial_shapes, valid_hw) -> List[torch.Tensor]:
+    """(S,) per-token values -> list of (h_valid, w_valid) maps, one per level (shapes as ints or tensors)."""
     out, start = [], 0
-    for (h, w), (vh, vw) in zip(spatial_shapes.tolist(), valid_hw.tolist()):
+    for (h, w), (vh, vw) in zip(as_shape_list(spatial_shapes), as_shape_list(valid_hw)):
         out.append(flat[start : start + h * w].view(h, w)[:vh, :vw])
         start += h * w
     return out

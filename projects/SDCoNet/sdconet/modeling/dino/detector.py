@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..box_ops import inverse_sigmoid
+from ..level_shapes import Shapes, as_shape_list, level_sizes, level_starts, shape_tensors
 from ..losses.criterion import SetCriterion
 from ..losses.matcher import HungarianMatcher
 from ..saliency.predictor import SaliencyPredictor
@@ -47,10 +48,14 @@ def level_valid_sizes(pixel_mask: torch.Tensor, strides: Sequence[int]) -> torch
     return torch.stack(per_level, dim=1)
 
 
-def level_masks(valid_hw: torch.Tensor, spatial_shapes: torch.Tensor) -> List[torch.Tensor]:
-    """Per-level padding masks (B, H_l, W_l), True = padded token."""
+def level_masks(valid_hw: torch.Tensor, spatial_shapes: Shapes) -> List[torch.Tensor]:
+    """Per-level padding masks (B, H_l, W_l), True = padded token.
+
+    Args:
+        valid_hw: (B, L, 2) long valid token counts. spatial_shapes: (L, 2) tensor or L ``(H_l, W_l)`` ints.
+    """
     masks = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(as_shape_list(spatial_shapes)):
         rows = torch.arange(h, device=valid_hw.device)[None, :, None] >= valid_hw[:, lvl, 0][:, None, None]
         cols = torch.arange(w, device=valid_hw.device)[None, None, :] >= valid_hw[:, lvl, 1][:, None, None]
         masks.append(rows | cols)
@@ -250,12 +255,13 @@ class DINODetector(nn.Module):
             (valid input height, width in pixels).
         """
         maps = self.levels(list(features))
-        spatial_shapes = torch.as_tensor(
-            [m.shape[-2:] for m in maps], dtype=torch.long, device=maps[0].device
-        )
-        level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
+        # The level layout depends only on the padded input size: Python ints from the map shapes (no host
+        # synchronisation, static under torch.compile); the tensor form only for ratios and the outputs.
+        shapes = [(m.shape[-2], m.shape[-1]) for m in maps]
+        level_start_index = level_starts(shapes)
+        spatial_shapes = shape_tensors(shapes, maps[0].device)[0]
         valid_hw = level_valid_sizes(pixel_mask, self.level_strides)
-        masks = level_masks(valid_hw, spatial_shapes)
+        masks = level_masks(valid_hw, shapes)
         src_flat, pos_flat, mask_flat = [], [], []
         for lvl, (fmap, mask) in enumerate(zip(maps, masks)):
             pos = sine_position_embedding(mask, num_feats=fmap.shape[1] // 2).to(fmap.dtype)
@@ -268,38 +274,30 @@ class DINODetector(nn.Module):
         valid_ratios = (valid_hw.flip(-1).float() / spatial_shapes.flip(-1)[None].float()).to(
             src.dtype
         )  # (B,L,2)
-        centers = token_centers(spatial_shapes, valid_hw).to(src.dtype)
+        centers = token_centers(shapes, valid_hw).to(src.dtype)
         enc_refs = centers[:, :, None] * valid_ratios[:, None]  # (B, S, L, 2) padded-canvas frame
 
         saliency_logits = None
         selections = None
         if self.saliency is not None:
-            level_tokens = [
-                (s + p)
-                for s, p in zip(
-                    src.split(spatial_shapes.prod(1).tolist(), 1),
-                    pos.split(spatial_shapes.prod(1).tolist(), 1),
-                )
-            ]
-            saliency_logits, flat_scores = self.saliency(level_tokens, spatial_shapes, [~m for m in masks])
+            sizes = level_sizes(shapes)
+            level_tokens = [(s + p) for s, p in zip(src.split(sizes, 1), pos.split(sizes, 1))]
+            saliency_logits, flat_scores = self.saliency(level_tokens, shapes, [~m for m in masks])
             if self.filter_mode != "none":
                 selections = select_tokens(
                     flat_scores.detach(),
-                    spatial_shapes,
+                    shapes,
                     level_start_index,
                     valid_hw.prod(-1),
                     level_ratios=self.level_ratios,
                     layer_ratios=self.layer_ratios,
                     mode=self.filter_mode,
+                    check_values=False,  # the counts come from the padding mask: valid by construction
                 )
-        memory, kept_masks = self.encoder(
-            src, pos, enc_refs, spatial_shapes, level_start_index, padding, selections
-        )
+        memory, kept_masks = self.encoder(src, pos, enc_refs, shapes, level_start_index, padding, selections)
 
         # ---- mixed query selection (two-stage) ----
-        memory_in, proposals_unsig, proposal_valid = encoder_proposals(
-            memory, padding, spatial_shapes, valid_hw
-        )
+        memory_in, proposals_unsig, proposal_valid = encoder_proposals(memory, padding, shapes, valid_hw)
         out_memory = self.proposal_memory(memory_in)
         enc_logits = self.enc_class_head(out_memory)
         enc_coords_unsig = self.enc_bbox_head(out_memory) + proposals_unsig
@@ -336,7 +334,7 @@ class DINODetector(nn.Module):
             refs,
             memory,
             padding,
-            spatial_shapes,
+            shapes,
             level_start_index,
             valid_ratios,
             self.bbox_heads,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..level_shapes import shape_tensors
 from ..ops import multi_scale_deformable_attention
 
 __all__ = ["MSDeformAttn"]
@@ -91,8 +92,8 @@ class MSDeformAttn(nn.Module):
                 in pixels of the level (normalised by ``(W_l, H_l)``); with boxes an offset of ``P`` reaches
                 the box edge (``loc = c + offset / P * wh / 2``).
             value_input: (B, S, D) all tokens, without positional embedding, flattened level by level.
-            spatial_shapes: (L, 2) long ``(H_l, W_l)``.
-            level_start_index: (L,) long exclusive cumsum of ``H_l * W_l``.
+            spatial_shapes: (L, 2) long ``(H_l, W_l)``, or L pairs of Python ints (no host synchronisation).
+            level_start_index: (L,) long exclusive cumsum of ``H_l * W_l`` (tensor, ints or None).
             value_padding_mask: (B, S) bool, True = padded token (its value is zeroed), or None.
 
         Returns:
@@ -141,7 +142,10 @@ class MSDeformAttn(nn.Module):
 
         if ref_dim == 2:
             # Offsets are in pixels of each level: normalise by (W_l, H_l), i.e. (x, y) order.
-            normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) = (W, H)
+            shapes_t = spatial_shapes
+            if not isinstance(shapes_t, torch.Tensor):
+                shapes_t = shape_tensors(spatial_shapes, offsets.device)[0]
+            normalizer = shapes_t.flip(-1).to(offsets.dtype)  # (L, 2) = (W, H)
             locations = (
                 reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
             )

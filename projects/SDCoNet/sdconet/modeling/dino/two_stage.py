@@ -7,22 +7,24 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from ..level_shapes import Shapes, as_shape_list
+
 #: Proposal box side at level l is BASE_PROPOSAL_SIZE * 2**l (of the image), as in DINO / Deformable-DETR.
 BASE_PROPOSAL_SIZE = 0.05
 #: Proposals whose coordinates leave (MARGIN, 1 - MARGIN) are invalid (upstream value).
 PROPOSAL_MARGIN = 0.01
 
 
-def token_centers(spatial_shapes: torch.Tensor, valid_hw: torch.Tensor) -> torch.Tensor:
+def token_centers(spatial_shapes: Shapes, valid_hw: torch.Tensor) -> torch.Tensor:
     """Centre of every token in the valid-image frame.
 
     Args:
-        spatial_shapes: (L, 2) long (H_l, W_l). valid_hw: (B, L, 2) valid (h, w) token counts per level.
+        spatial_shapes: (L, 2) long (H_l, W_l) or L pairs of ints. valid_hw: (B, L, 2) valid (h, w) token counts per level.
     Returns:
         (B, S, 2) ``((j + 0.5) / w_valid, (i + 0.5) / h_valid)``; padded tokens get values > 1.
     """
     out = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(as_shape_list(spatial_shapes)):
         ys = torch.arange(h, device=valid_hw.device, dtype=torch.float32) + 0.5
         xs = torch.arange(w, device=valid_hw.device, dtype=torch.float32) + 0.5
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
@@ -33,13 +35,13 @@ def token_centers(spatial_shapes: torch.Tensor, valid_hw: torch.Tensor) -> torch
 
 
 def encoder_proposals(
-    memory: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: torch.Tensor, valid_hw: torch.Tensor
+    memory: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: Shapes, valid_hw: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One default box per token and the memory prepared for the encoder heads.
 
     Args:
         memory: (B, S, D) encoder output. padding_mask: (B, S) bool True = pad.
-        spatial_shapes: (L, 2) long. valid_hw: (B, L, 2) valid token counts.
+        spatial_shapes: (L, 2) long or L pairs of ints. valid_hw: (B, L, 2) valid token counts.
     Returns:
         memory_in: (B, S, D) memory with padded/invalid tokens zeroed;
         proposals_unsig: (B, S, 4) cxcywh in logit space, V-frame; invalid tokens get 0 (a neutral box; their
@@ -48,7 +50,7 @@ def encoder_proposals(
     """
     centers = token_centers(spatial_shapes, valid_hw)
     sizes = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(as_shape_list(spatial_shapes)):
         sizes.append(torch.full((h * w,), BASE_PROPOSAL_SIZE * 2.0**lvl, device=memory.device))
     wh = torch.cat(sizes)[None, :, None].expand(centers.shape[0], -1, 2)
     proposals = torch.cat([centers, wh], dim=-1)

@@ -4,8 +4,10 @@ Backends:
 
 * ``"pytorch"``: :func:`~sdconet.modeling.ops.ms_deform_attn_pytorch.ms_deform_attn_pytorch` (``grid_sample``;
   any device, float32/bfloat16/float16).
-* ``"triton"``: ``sdconet.modeling.ops.ms_deform_attn_triton.ms_deform_attn_triton`` (CUDA tensors only). The
-  module is imported lazily on first use.
+* ``"triton"``: ``sdconet.modeling.ops.ms_deform_attn_triton.ms_deform_attn_triton`` (CUDA tensors only; CPU
+  tensors only under Triton's interpreter, ``TRITON_INTERPRET=1``, for tests). The module is imported lazily on
+  first use. The kernels are registered as the custom ops ``torch.ops.sdconet.ms_deform_attn_triton`` (+ its
+  backward), so ``torch.compile`` and CUDA graphs see one opaque op per call.
 * ``"auto"`` (default): Triton when the tensors are on CUDA and the Triton module imports, exposes
   ``ms_deform_attn_triton`` and (if it has ``is_triton_available``) reports it can run; otherwise PyTorch. A
   Triton that cannot be used is reported with one warning and the PyTorch path is used from then on.
@@ -20,10 +22,11 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Callable, Optional, Set, Tuple
+from typing import Callable, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
+from ..level_shapes import shape_tensors
 from .ms_deform_attn_pytorch import ms_deform_attn_pytorch
 
 logger = logging.getLogger(__name__)
@@ -115,16 +118,25 @@ def _triton_unusable_reason(value: torch.Tensor) -> str:
 
 
 def _log_once(backend: str, device: torch.device) -> None:
+    if torch.compiler.is_compiling():  # logging inside a compiled graph would break it
+        return
     key = (backend, device.type)
     if key not in _logged:
         _logged.add(key)
         logger.info("multi-scale deformable attention: using the %s backend on %s", backend, device.type)
 
 
+def _run_triton(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    if not isinstance(spatial_shapes, torch.Tensor) or not isinstance(level_start_index, torch.Tensor):
+        # the kernel reads the level layout from device tensors (cached per shapes and device in eager mode)
+        spatial_shapes, level_start_index = shape_tensors(spatial_shapes, value.device)
+    return _load_triton()[0](value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]],
+    level_start_index: Union[torch.Tensor, Sequence[int], None],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
@@ -133,8 +145,9 @@ def multi_scale_deformable_attention(
     Args:
         value: (B, S, M, Dh) per-head values, tokens flattened level by level (finest first, row-major);
             padded tokens already zeroed.
-        spatial_shapes: (L, 2) long ``(H_l, W_l)``.
-        level_start_index: (L,) long exclusive cumsum of ``H_l * W_l``.
+        spatial_shapes: (L, 2) long ``(H_l, W_l)``, or L pairs of Python ints (what the model passes: no host
+            synchronisation, no ``torch.compile`` graph break).
+        level_start_index: (L,) long exclusive cumsum of ``H_l * W_l`` (tensor, ints, or None = derived).
         sampling_locations: (B, Nq, M, L, P, 2) normalised ``(x, y)`` in each level's padded-canvas frame
             (``align_corners=False`` convention; outside reads zeros).
         attention_weights: (B, Nq, M, L, P), soft-maxed over ``L * P`` by the caller.
@@ -150,7 +163,7 @@ def multi_scale_deformable_attention(
     backend = get_msda_backend()
     args = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     if backend == "triton":
-        if not value.is_cuda:
+        if not value.is_cuda and os.environ.get("TRITON_INTERPRET", "0") != "1":
             raise RuntimeError(
                 f"multi_scale_deformable_attention: backend 'triton' was forced (set_msda_backend or "
                 f"{MSDA_BACKEND_ENV}) but the tensors are on {value.device}; Triton needs CUDA tensors. "
@@ -160,13 +173,13 @@ def multi_scale_deformable_attention(
         if reason:
             raise RuntimeError(f"multi_scale_deformable_attention: backend 'triton' was forced but {reason}")
         _log_once("triton", value.device)
-        return _load_triton()[0](*args)
+        return _run_triton(*args)
     if backend == "auto" and value.is_cuda:
         reason = _triton_unusable_reason(value)
         if not reason:
             _log_once("triton", value.device)
-            return _load_triton()[0](*args)
-        if not _warned_fallback:
+            return _run_triton(*args)
+        if not _warned_fallback and not torch.compiler.is_compiling():
             _warned_fallback = True
             logger.warning(
                 "multi-scale deformable attention: Triton backend unusable (%s); falling back to PyTorch",

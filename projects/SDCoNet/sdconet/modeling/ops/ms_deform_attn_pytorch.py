@@ -15,18 +15,20 @@ float32 anyway. Pass float32 tensors where exactness matters.
 
 from __future__ import annotations
 
-from typing import List
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+
+from ..level_shapes import as_shape_list
 
 __all__ = ["ms_deform_attn_pytorch", "check_msda_inputs"]
 
 
 def check_msda_inputs(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]],
+    level_start_index: Union[torch.Tensor, Sequence[int], None],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     where: str = "multi_scale_deformable_attention",
@@ -34,7 +36,8 @@ def check_msda_inputs(
     """Validates the shapes shared by every backend (no device synchronisation).
 
     Args:
-        value: (B, S, M, Dh). spatial_shapes: (L, 2). level_start_index: (L,).
+        value: (B, S, M, Dh). spatial_shapes: (L, 2) tensor or L ``(H_l, W_l)`` int pairs.
+        level_start_index: (L,) tensor, L ints, or None.
         sampling_locations: (B, Nq, M, L, P, 2). attention_weights: (B, Nq, M, L, P).
         where: name used in the error messages.
 
@@ -59,18 +62,27 @@ def check_msda_inputs(
             f"{where}: attention_weights must be {(bsz, nq, heads, levels, points)}, "
             f"got {tuple(attention_weights.shape)}"
         )
-    if tuple(spatial_shapes.shape) != (levels, 2):
-        raise ValueError(f"{where}: spatial_shapes must be ({levels}, 2), got {tuple(spatial_shapes.shape)}")
-    if tuple(level_start_index.shape) != (levels,):
-        raise ValueError(
-            f"{where}: level_start_index must be ({levels},), got {tuple(level_start_index.shape)}"
+    ss_shape = (
+        tuple(spatial_shapes.shape)
+        if isinstance(spatial_shapes, torch.Tensor)
+        else (len(spatial_shapes), *{len(s) for s in spatial_shapes})
+    )
+    if ss_shape != (levels, 2):
+        raise ValueError(f"{where}: spatial_shapes must be ({levels}, 2), got {ss_shape}")
+    if level_start_index is not None:
+        lsi_shape = (
+            tuple(level_start_index.shape)
+            if isinstance(level_start_index, torch.Tensor)
+            else (len(level_start_index),)
         )
+        if lsi_shape != (levels,):
+            raise ValueError(f"{where}: level_start_index must be ({levels},), got {lsi_shape}")
 
 
 def ms_deform_attn_pytorch(
     value: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: Union[torch.Tensor, Sequence[Sequence[int]]],
+    level_start_index: Union[torch.Tensor, Sequence[int], None],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
@@ -79,9 +91,11 @@ def ms_deform_attn_pytorch(
     Args:
         value: (B, S, M, Dh) per-head values; tokens flattened level by level (finest first, row-major within
             a level). Padded tokens should already be zero (the caller masks them).
-        spatial_shapes: (L, 2) long, ``(H_l, W_l)`` per level; ``S == sum(H_l * W_l)``.
-        level_start_index: (L,) long exclusive cumsum of ``H_l * W_l``. Only used for validation here: the
-            levels are taken contiguously in order, as the token layout requires.
+        spatial_shapes: (L, 2) long, ``(H_l, W_l)`` per level, or the same as L pairs of Python ints (no host
+            synchronisation, no ``torch.compile`` graph break; a tensor is read with ``.tolist()``);
+            ``S == sum(H_l * W_l)``.
+        level_start_index: (L,) exclusive cumsum of ``H_l * W_l`` (tensor or ints) or None. Only used for
+            validation here: the levels are taken contiguously in order, as the token layout requires.
         sampling_locations: (B, Nq, M, L, P, 2) normalised ``(x, y)`` in each level's padded-canvas frame
             (P-frame, ``[0, 1]`` spans the whole map; values outside read zeros).
         attention_weights: (B, Nq, M, L, P) weights (already soft-maxed over ``L * P`` by the caller).
@@ -97,7 +111,7 @@ def ms_deform_attn_pytorch(
     check_msda_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, where)
     bsz, num_tokens, heads, head_dim = value.shape
     _, nq, _, levels, points, _ = sampling_locations.shape
-    shapes: List[List[int]] = spatial_shapes.tolist()
+    shapes = as_shape_list(spatial_shapes)
     sizes = [h * w for h, w in shapes]
     if sum(sizes) != num_tokens:
         raise ValueError(

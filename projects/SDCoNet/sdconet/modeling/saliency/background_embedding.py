@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..level_shapes import Shapes, as_shape_list
+
 
 class BackgroundEmbedding(nn.Module):
     """Row and column tables, shared by all levels; ``B[i, j] = [R_i || C_j]`` (paper order: row first).
@@ -27,16 +29,16 @@ class BackgroundEmbedding(nn.Module):
         nn.init.xavier_uniform_(self.row.weight)
         nn.init.xavier_uniform_(self.col.weight)
 
-    def forward(self, spatial_shapes: torch.Tensor) -> torch.Tensor:
+    def forward(self, spatial_shapes: Shapes) -> torch.Tensor:
         """Embeddings of every token of every level, flattened level by level (row-major).
 
         Args:
-            spatial_shapes: (L, 2) long, (H_l, W_l) per level.
+            spatial_shapes: (L, 2) long, (H_l, W_l) per level, or L pairs of ints.
         Returns:
             (S, dim) with S = sum H_l * W_l.
         """
         out = []
-        for h, w in spatial_shapes.tolist():
+        for h, w in as_shape_list(spatial_shapes):
             if h > self.row.num_embeddings or w > self.col.num_embeddings:
                 raise ValueError(
                     f"BackgroundEmbedding: level of {h}x{w} tokens exceeds the tables "

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..level_shapes import Shapes, as_shape_list
+
 logger = logging.getLogger(__name__)
 
 ALPHA_MODES = ("learnable", "fixed", "none")
@@ -238,7 +240,7 @@ class SaliencyPredictor(nn.Module):
     def forward(
         self,
         tokens: Union[Sequence[torch.Tensor], torch.Tensor],
-        spatial_shapes: torch.Tensor,
+        spatial_shapes: Shapes,
         valid_masks: Sequence[torch.Tensor],
     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """Predict per-level saliency logits.
@@ -246,7 +248,7 @@ class SaliencyPredictor(nn.Module):
         Args:
             tokens: list of L tensors ``(B, H_l*W_l, dim)`` (level features + position/level embedding, finest
                 first, row-major), or the flattened ``(B, S, dim)`` sequence in the same order.
-            spatial_shapes: long ``(L, 2)`` holding ``(H_l, W_l)``.
+            spatial_shapes: long ``(L, 2)`` holding ``(H_l, W_l)``, or L pairs of Python ints.
             valid_masks: list of L bool ``(B, H_l, W_l)``, **True = valid token**, valid region top-left.
 
         Returns:
@@ -255,7 +257,7 @@ class SaliencyPredictor(nn.Module):
             ``scores`` is ``(B, S)`` with the same logits in token order and ``-inf`` at padded tokens (for
             ``select_tokens``).
         """
-        shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+        shapes = as_shape_list(spatial_shapes)
         if len(shapes) != self.num_levels or len(valid_masks) != self.num_levels:
             raise ValueError(
                 f"SaliencyPredictor: expected {self.num_levels} levels, got spatial_shapes with "

@@ -14,18 +14,23 @@ Products ``ratio * count`` are floored in float64 with a 1e-9 tolerance, so e.g.
 Modes: ``"none"`` beta = gamma = 1 (all valid tokens in every layer); ``"layer"`` beta = 1; ``"level"`` gamma
 = 1; ``"joint"`` both (paper default).
 
-Batching: layer ``i`` returns ``indices (B, max_b m_{b,i})`` and ``counts (B,)``. Only the first ``counts[b]``
-entries of row ``b`` are real; the rest repeat the row's first index so that gathering stays valid. **The
-caller must scatter back only the first ``counts[b]`` updated tokens of image ``b``** (see ``kept_mask``).
+Batching without host synchronisation: layer ``i`` returns ``indices (B, N_i)`` and ``counts (B,)``, where
+``N_i`` is the budget of an image without padding at the padded size (Python ints from the level shapes, see
+``static_budgets``), so every shape is fixed by the input size. Only the first ``counts[b]`` entries of row
+``b`` are real (a rank mask); the rest repeat the row's first index so that gathering stays valid. **The caller
+must scatter back only the first ``counts[b]`` updated tokens of image ``b``** (see ``kept_mask``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from ..level_shapes import Shapes, as_shape_list, level_sizes, level_starts
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,21 @@ def _keep(ratio: float, n: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, k.clamp(min=1), torch.zeros_like(k))
 
 
+def _keep_int(ratio: float, n: int) -> int:
+    """:func:`_keep` for a Python int (the same float64 arithmetic)."""
+    return max(1, math.floor(n * ratio + _FLOOR_TOL)) if n > 0 else 0
+
+
+def _counts(
+    valid: torch.Tensor, beta: Sequence[float], gamma: Sequence[float]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-level and per-layer budgets of ``valid (..., L)`` valid-token counts (on its device, no checks)."""
+    level = torch.stack([_keep(b, valid[..., i]) for i, b in enumerate(beta)], dim=-1)
+    total = level.sum(dim=-1)
+    layer = torch.stack([_keep(g, total) for g in gamma], dim=-1)
+    return level, layer
+
+
 def expected_counts(
     valid_counts: Union[torch.Tensor, Sequence],
     level_ratios: Sequence[float] = DEFAULT_LEVEL_RATIOS,
@@ -94,10 +114,24 @@ def expected_counts(
         )
     if (valid < 0).any():
         raise ValueError("expected_counts: valid_counts must be non-negative")
-    level = torch.stack([_keep(b, valid[..., i]) for i, b in enumerate(beta)], dim=-1)
-    total = level.sum(dim=-1)
-    layer = torch.stack([_keep(g, total) for g in gamma], dim=-1)
-    return level, layer
+    return _counts(valid, beta, gamma)
+
+
+def static_budgets(
+    spatial_shapes: Shapes,
+    level_ratios: Sequence[float] = DEFAULT_LEVEL_RATIOS,
+    layer_ratios: Sequence[float] = DEFAULT_LAYER_RATIOS,
+    mode: str = "joint",
+) -> Tuple[List[int], List[int]]:
+    """Largest per-level and per-layer budgets at a padded size (those of an image without padding).
+
+    These Python ints fix the shapes of :func:`select_tokens`'s outputs; they depend only on the padded input
+    size, never on tensor values.
+    """
+    beta, gamma = effective_ratios(level_ratios, layer_ratios, mode)
+    level = [_keep_int(b, n) for b, n in zip(beta, level_sizes(spatial_shapes))]
+    total = sum(level)
+    return level, [_keep_int(g, total) for g in gamma]
 
 
 def valid_counts_from_masks(valid_masks: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -108,46 +142,59 @@ def valid_counts_from_masks(valid_masks: Sequence[torch.Tensor]) -> torch.Tensor
 def kept_mask(indices: torch.Tensor, counts: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """bool ``(B, S)``: True at the first ``counts[b]`` entries of ``indices[b]`` (tokens a layer updates)."""
     b, n = indices.shape
-    mask = torch.zeros(b, num_tokens, dtype=torch.bool, device=indices.device)
     real = torch.arange(n, device=indices.device)[None, :] < counts[:, None]
-    rows = torch.arange(b, device=indices.device)[:, None].expand(b, n)
-    mask[rows[real], indices[real]] = True
-    return mask
+    target = torch.where(real, indices, torch.full_like(indices, num_tokens))  # filler -> dummy slot S
+    mask = torch.zeros(b, num_tokens + 1, dtype=torch.bool, device=indices.device)
+    mask.scatter_(1, target, torch.ones_like(target, dtype=torch.bool))
+    return mask[:, :num_tokens]
 
 
 def select_tokens(
     scores: torch.Tensor,
-    spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
+    spatial_shapes: Shapes,
+    level_start_index: Union[torch.Tensor, Sequence[int], None],
     valid_counts: torch.Tensor,
     level_ratios: Sequence[float] = DEFAULT_LEVEL_RATIOS,
     layer_ratios: Sequence[float] = DEFAULT_LAYER_RATIOS,
     mode: str = "joint",
     valid_mask: Optional[torch.Tensor] = None,
+    check_values: bool = True,
 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """Pick the tokens each encoder layer updates (no gradient flows through the selection).
+
+    Sync-free: every output shape follows from the padded level shapes (Python ints), each image's own budget
+    is a rank mask (its ``counts``), so the selection has no host synchronisation and compiles into one graph.
 
     Args:
         scores: ``(B, S)`` saliency scores in token order (finest level first, row-major), ``-inf`` at padded
             tokens (``SaliencyPredictor`` output). Valid tokens must score above ``-inf`` unless
             ``valid_mask`` is given.
-        spatial_shapes: long ``(L, 2)`` ``(H_l, W_l)``.
-        level_start_index: long ``(L,)`` exclusive cumsum of ``H_l * W_l``.
+        spatial_shapes: long ``(L, 2)`` ``(H_l, W_l)``, or L pairs of Python ints (no host synchronisation).
+        level_start_index: ``(L,)`` exclusive cumsum of ``H_l * W_l`` (tensor or ints), or None (derived).
         valid_counts: long ``(B, L)`` valid tokens per image and level (``valid_counts_from_masks``).
         level_ratios: beta per level, in (0, 1].
         layer_ratios: gamma per encoder layer, in (0, 1]; its length is the number of encoder layers.
         mode: ``"none"``, ``"layer"``, ``"level"`` or ``"joint"``.
         valid_mask: optional bool ``(B, S)``, True = valid; if given, padded tokens are excluded by the mask
             (and valid tokens with ``-inf``/NaN scores still rank above them).
+        check_values: check that ``valid_counts`` lie in ``[0, H_l * W_l]`` (a host synchronisation; skipped
+            under ``torch.compile``). The model passes False: its counts come from the padding mask.
 
     Returns:
-        one ``(indices (B, N_i) long, counts (B,) long)`` per encoder layer; row ``b`` of ``indices`` lists
-        tokens by descending score, only its first ``counts[b]`` entries are selected (the rest repeat the
-        first index and must not be written back).
+        one ``(indices (B, N_i) long, counts (B,) long)`` per encoder layer. ``N_i`` is the layer's budget
+        for an image without padding at this padded size (:func:`static_budgets`), so it depends only on the
+        input size. Row ``b`` of ``indices`` lists tokens by descending score; only its first ``counts[b]``
+        entries are selected (the rank mask ``arange(N_i) < counts[b]``); the rest repeat the first index and
+        must not be written back (send them to a dummy slot, see ``kept_mask``).
     """
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
-    starts = [int(s) for s in level_start_index.tolist()]
+    shapes = as_shape_list(spatial_shapes)
     sizes = [h * w for h, w in shapes]
+    if level_start_index is None:
+        starts = level_starts(shapes)
+    elif isinstance(level_start_index, torch.Tensor):
+        starts = [int(s) for s in level_start_index.tolist()]
+    else:
+        starts = [int(s) for s in level_start_index]
     batch, num_tokens = scores.shape
     if len(starts) != len(shapes) or sum(sizes) != num_tokens:
         raise ValueError(
@@ -159,13 +206,18 @@ def select_tokens(
             f"select_tokens: valid_counts must be (B={batch}, L={len(shapes)}), "
             f"got {tuple(valid_counts.shape)}"
         )
-    if (valid_counts > torch.as_tensor(sizes, device=valid_counts.device)).any():
-        raise ValueError(f"select_tokens: valid_counts exceed the level sizes {sizes}")
     if len(level_ratios) != len(shapes):
         raise ValueError(
             f"select_tokens: level_ratios needs {len(shapes)} entries, got {tuple(level_ratios)}"
         )
-    level_counts, layer_counts = expected_counts(valid_counts.cpu(), level_ratios, layer_ratios, mode)
+    beta, gamma = effective_ratios(level_ratios, layer_ratios, mode)
+    if check_values and not torch.compiler.is_compiling():
+        if (valid_counts > torch.as_tensor(sizes, device=valid_counts.device)).any():
+            raise ValueError(f"select_tokens: valid_counts exceed the level sizes {sizes}")
+        if (valid_counts < 0).any():
+            raise ValueError("select_tokens: valid_counts must be non-negative")
+    level_k, layer_n = static_budgets(shapes, level_ratios, layer_ratios, mode)
+    level_counts, layer_counts = _counts(valid_counts.long(), beta, gamma)  # per image, on the device
     device = scores.device
 
     key = scores.detach().float()
@@ -176,20 +228,19 @@ def select_tokens(
         key = torch.nan_to_num(key, nan=float("-inf"))
 
     picked_idx, picked_val, picked_ok = [], [], []
-    for lvl, (start, size) in enumerate(zip(starts, sizes)):
-        need = level_counts[:, lvl].to(device)
-        k = int(level_counts[:, lvl].max())
+    for lvl, (start, size, k) in enumerate(zip(starts, sizes, level_k)):
         if k == 0:
             continue
         val, idx = key[:, start : start + size].topk(k, dim=1, sorted=True)
         picked_idx.append(idx + start)
         picked_val.append(val)
-        picked_ok.append(torch.arange(k, device=device)[None, :] < need[:, None])
+        picked_ok.append(torch.arange(k, device=device)[None, :] < level_counts[:, lvl, None])
     if picked_idx:
         idx = torch.cat(picked_idx, dim=1)
         val = torch.cat(picked_val, dim=1)
         ok = torch.cat(picked_ok, dim=1)
-        # Score-descending, then real picks before batch-padding slots (stable: ties keep level order).
+        # Score-descending, then real picks before the slots beyond an image's own budget (stable: ties keep
+        # level order, so the real picks come out in the same order whatever the padded size).
         order = torch.sort(val, dim=1, descending=True, stable=True).indices
         idx, ok = idx.gather(1, order), ok.gather(1, order)
         order = torch.sort((~ok).to(torch.uint8), dim=1, stable=True).indices
@@ -198,9 +249,8 @@ def select_tokens(
         ranked = torch.zeros(batch, 0, dtype=torch.long, device=device)
 
     out = []
-    for i in range(layer_counts.shape[1]):
-        counts = layer_counts[:, i].to(device)
-        n = int(layer_counts[:, i].max())
+    for i, n in enumerate(layer_n):
+        counts = layer_counts[:, i]
         ind = ranked[:, :n]
         if n > 0:
             real = torch.arange(n, device=device)[None, :] < counts[:, None]
