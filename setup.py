@@ -2,13 +2,15 @@
 
     pip install -e .          # runtime
     pip install -e ".[geo]"   # + rasterio, pyogrio (GeoTIFF/COG/VRT in, GeoJSON/GeoPackage out)
-    pip install -e ".[dev]"   # + pytest, ruff and the geo extra (so CI tests it)
+    pip install -e ".[export]"  # + onnx, onnxscript, onnxruntime (tools/export.py)
+    pip install -e ".[dev]"   # + pytest, ruff, the geo and export extras (so CI tests them)
 """
 
 from setuptools import find_packages, setup
 
 PACKAGE_ROOT = "projects/SDCoNet"
 GEO = ["rasterio>=1.3", "pyogrio>=0.7"]
+EXPORT = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
 
 setup(
     name="sdconet",
@@ -40,7 +42,9 @@ setup(
     extras_require={
         # Georeferenced rasters (windowed reading, COG/VRT, GSD) and GeoJSON/GeoPackage output (tools/predict.py --geo).
         "geo": GEO,
-        "dev": ["pytest>=7", "ruff>=0.5", *GEO],
+        # ONNX export and its onnxruntime check (tools/export.py).
+        "export": EXPORT,
+        "dev": ["pytest>=7", "ruff>=0.5", *GEO, *EXPORT],
         # Optional peer model for tools/benchmark.py (never a core dependency).
         "peer": ["transformers"],
     },

@@ -240,7 +240,8 @@ class SDCoNet(nn.Module):
         boxes, scores, labels = topk_detections_batched(
             outputs["pred_logits"], outputs["pred_boxes"], self.topk_test
         )
-        self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
+        if not torch.compiler.is_exporting():  # an exported graph has no module state to write to
+            self.last_stats = {"kept_token_ratio": _kept_ratio(outputs)}
         result: Dict[str, object] = {
             "boxes": boxes,
             "scores": scores,
