@@ -44,6 +44,7 @@ def test_export_tool_onnxruntime_parity(tmp_path, capsys):
     tool = load_tool("export")
     args = ["--config-file", str(QUICK), "--weights", str(ckpt), "--format", "onnx", "--size", "64"]
     args += ["--output", str(out), "--check-tiles", "3", "--runs", "2", "--tolerance", "1e-4"]
+    args += ["--no-optimize"]  # onnxscript's optimiser costs ~20 s of CI time; onnxruntime optimises anyway
     assert tool.main(args) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "parity on 3 synthetic scene tiles" in printed and "onnxruntime" in printed

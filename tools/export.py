@@ -54,6 +54,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to --batch")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument(
+        "--no-optimize", action="store_true", help="skip onnxscript's graph optimisation (faster export)"
+    )
+    p.add_argument(
         "--images", nargs="*", help="image files to check with (LR tiles; default: synthetic tiles)"
     )
     p.add_argument(
@@ -149,7 +152,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     try:
         export_onnx(
-            detector, out, size, batch=args.batch, dynamic_batch=not args.static_batch, opset=args.opset
+            detector,
+            out,
+            size,
+            batch=args.batch,
+            dynamic_batch=not args.static_batch,
+            opset=args.opset,
+            optimize=not args.no_optimize,
         )
     except ValueError as err:
         print(f"export: {err}", file=sys.stderr)
