@@ -584,7 +584,11 @@ def predict_all(
         merge=None if info.distributed else options,
         prefetch=args.prefetch,
         shard=tile_row_shard(info) if distributed_mode == "tiles" else None,
+        # --compile: every forward pass gets one shape (edge tiles padded, the last batch filled with dummy tiles)
+        fixed_shape=predictor.compile_mode is not None and tiling.tile_size > 0,
     )
+    if predictor.compile_mode is not None and tiling.tile_size <= 0:
+        logger.warning("--compile with --tile 0: every scene size compiles its own graph")
 
     def on_tiles(_scene: int, n: int) -> None:
         stats["tiles_done"] += n
@@ -815,6 +819,8 @@ def _write_outputs(
         "shard": distributed_mode,
         "batch_size": predictor.batch_size,
         "device": str(predictor.device),
+        "compile": predictor.compile_mode,
+        "compile_seconds": [round(c["seconds"], 2) for c in predictor.compile_log],
         "inputs": len(inputs),
         "images_done": len(images),
         "images_resumed": len(done_before),

@@ -37,7 +37,8 @@ DEFAULT_OVERLAP_RATIO = 0.2
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config-file --weights --device --precision --batch-size --class-names --dataset-json --allow-pickle``."""
+    """``--config-file --weights --device --precision --batch-size --compile --class-names --dataset-json
+    --allow-pickle``."""
     g = parser.add_argument_group("model")
     g.add_argument(
         "--config-file", required=True, help="yaml config (a run's OUTPUT_DIR/config.yaml or its source)"
@@ -50,6 +51,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", choices=PRECISIONS, default="fp32", help="fp32 or bf16 autocast (default fp32)"
     )
     g.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="on",
+        default="off",
+        choices=("off", "on", "default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the model (one static graph; edge tiles and the last batch are padded to one shape so "
+        "it compiles once): on = reduce-overhead (CUDA graphs) on CUDA, default on CPU; off by default",
+    )
     g.add_argument(
         "--class-names", help="comma-separated class names (default: checkpoint, then config dataset)"
     )
@@ -135,6 +145,7 @@ def build_predictor(args: argparse.Namespace, gt_json: str | None = None) -> Pre
         batch_size=args.batch_size,
         class_names=names,
         allow_pickle=args.allow_pickle,
+        compile=getattr(args, "compile", "off"),
     )
 
 

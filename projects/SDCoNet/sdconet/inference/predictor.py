@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,18 @@ PRECISIONS = ("fp32", "bf16")
 DEFAULT_BATCH_SIZE = 8
 
 
+def _compile_mode(compile: bool | str | None, device: torch.device) -> str | None:
+    """``torch.compile`` mode for the ``compile`` argument, or None for eager."""
+    if compile is None or compile is False or compile in ("off", "none", "eager"):
+        return None
+    if compile is True or compile == "on":
+        return "reduce-overhead" if device.type == "cuda" else "default"
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if compile not in modes:
+        raise ValueError(f"Predictor: compile must be a bool or one of {modes}, got {compile!r}")
+    return str(compile)
+
+
 def _check_image(img: Any, index: int) -> np.ndarray:
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
@@ -58,6 +71,12 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (default: where the model is).
         precision: ``"fp32"`` or ``"bf16"`` (autocast; outputs are returned as float32).
         batch_size: images per forward pass.
+        compile: run the model through ``torch.compile`` (one static graph per input shape, ``fullgraph=True``):
+            False/None (eager, default), True (``"reduce-overhead"`` = CUDA graphs on CUDA, ``"default"`` on CPU)
+            or a ``torch.compile`` mode name. The first call of every new batch shape compiles (seconds to
+            minutes); feed one shape (``predict(..., pad_to=...)`` and full batches, as ``tools/predict.py
+            --compile`` does) so that it compiles once. ``compile_log`` records each compilation's time.
+        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` compiles fast, for tests).
         default_mode: scene-prediction input mode implied by the config (``"hr"`` or ``"native"``).
         config: the :class:`SDCoNetConfig` the model was built from (kept for reference), or None.
         settings: the config's non-model settings (dataset names, LR mode), or None.
@@ -76,6 +95,8 @@ class Predictor:
         default_mode: str = "hr",
         config: SDCoNetConfig | None = None,
         settings: InferenceSettings | None = None,
+        compile: bool | str | None = False,
+        compile_backend: str = "inductor",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"Predictor: precision must be one of {PRECISIONS}, got {precision!r}")
@@ -101,6 +122,17 @@ class Predictor:
         self.default_mode = default_mode
         self.config = config
         self.settings = settings
+        self.compile_mode = _compile_mode(compile, self.device)
+        self._compiled = None
+        if self.compile_mode is not None:
+            # One static graph of the model's sync-free eval path; extras come back padded and are cropped here.
+            options = {"mode": self.compile_mode} if compile_backend == "inductor" else {}
+            self._compiled = torch.compile(
+                self.model.forward_padded, fullgraph=True, dynamic=False, backend=compile_backend, **options
+            )
+        #: ``[{"shape": (B, 3, H, W), "extras": ..., "seconds": first-call time}]``, one entry per compilation.
+        self.compile_log: list[dict[str, Any]] = []
+        self._compiled_keys: set = set()
 
     # ------------------------------------------------------------------------------------------------ building
     @classmethod
@@ -114,6 +146,7 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         class_names: Sequence[str] | None = None,
         allow_pickle: bool = False,
+        compile: bool | str | None = False,
     ) -> Predictor:
         """Build the model a yaml config describes and load a checkpoint into it.
 
@@ -122,7 +155,7 @@ class Predictor:
                 started with) or an already loaded mapping.
             weights: detectron2 checkpoint (``model_final.pth``) or plain state dict (see
                 :mod:`sdconet.inference.checkpoint`).
-            device, precision, batch_size: see the class.
+            device, precision, batch_size, compile: see the class.
             class_names: overrides; otherwise the checkpoint's ``class_names``, then the config's dataset, then
                 ``class_<i>``.
             allow_pickle: see :func:`~sdconet.inference.checkpoint.read_checkpoint`.
@@ -150,6 +183,7 @@ class Predictor:
             default_mode=settings.default_mode,
             config=core_cfg,
             settings=settings,
+            compile=compile,
         )
 
     # ------------------------------------------------------------------------------------------------ properties
@@ -186,6 +220,25 @@ class Predictor:
             batch[i, :, : im.shape[0], : im.shape[1]] = (t - self.mean[0]) / self.std[0]
             mask[i, : im.shape[0], : im.shape[1]] = False
         return batch, mask
+
+    def _forward(
+        self, batch: torch.Tensor, mask: torch.Tensor, **extras: bool
+    ) -> list[dict[str, torch.Tensor]]:
+        """The model's per-image outputs. Inputs come from uint8 arrays and a mask built here, so the model's value
+        checks (a host synchronisation) are skipped; compiled: the padded graph, then cropping on the host."""
+        if self._compiled is None:
+            return self.model(batch, mask, check_values=False, **extras)
+        key = (tuple(batch.shape), tuple(sorted(k for k, v in extras.items() if v)))
+        t0 = time.perf_counter()
+        padded = self._compiled(batch, mask, check_values=False, **extras)
+        if key not in self._compiled_keys:  # the first call of a shape compiles it
+            if batch.is_cuda:
+                torch.cuda.synchronize(batch.device)
+            seconds = time.perf_counter() - t0
+            self._compiled_keys.add(key)
+            self.compile_log.append({"shape": list(key[0]), "extras": list(key[1]), "seconds": seconds})
+            logger.info("torch.compile (%s): compiled for %s in %.1f s", self.compile_mode, key[0], seconds)
+        return self.model.unbatch(padded)
 
     def _to_uint8(self, normalised: torch.Tensor) -> np.ndarray:
         """(3, H, W) normalised image -> (H, W, 3) uint8 RGB (rounded, clipped)."""
@@ -224,12 +277,8 @@ class Predictor:
             chunk = images[start : start + self.batch_size]
             batch, mask = self._batch(chunk, pad_to)
             with self._autocast():
-                results = self.model(
-                    batch,
-                    mask,
-                    return_sr=return_sr,
-                    return_saliency=return_saliency,
-                    return_kept=return_kept,
+                results = self._forward(
+                    batch, mask, return_sr=return_sr, return_saliency=return_saliency, return_kept=return_kept
                 )
             for im, res in zip(chunk, results):
                 h, w = im.shape[:2]
