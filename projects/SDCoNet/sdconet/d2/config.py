@@ -249,6 +249,14 @@ def add_sdconet_config(cfg: CN, recipe: str = "sdconet") -> None:
     # Write the first N test images as PNG (bicubic | SR | HR side by side) to OUTPUT_DIR/report/sr/ at every
     # evaluation (needs TEST.SR_EVAL.ENABLED); 0 = none.
     cfg.TEST.SR_EVAL.SAVE = 0
+    # torch.compile the SDCoNet eval forward (one static graph per padded batch shape; off by default). MODE "" =
+    # reduce-overhead (CUDA graphs) on CUDA, default on CPU. Every new padded shape compiles once (the first
+    # evaluation pays the warm-up); stock detectron2 models ignore it.
+    cfg.TEST.COMPILE = CN()
+    cfg.TEST.COMPILE.ENABLED = False
+    cfg.TEST.COMPILE.MODE = ""
+    # torch.compile backend ("inductor"; "aot_eager" compiles in seconds, no speed-up: for checking a setup).
+    cfg.TEST.COMPILE.BACKEND = "inductor"
 
     if recipe == "sdconet":
         _sdconet_recipe(cfg, _d)

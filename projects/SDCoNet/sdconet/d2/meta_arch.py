@@ -44,10 +44,23 @@ class SDCoNet(nn.Module):
             prefix ``core.``.
         pixel_mean, pixel_std: RGB normalisation, 0-255 scale (non-persistent buffers; they follow ``.to()``).
         sr_eval: in eval mode, also run the SR branch and return ``sr_image`` (variants with SR only).
+        compile_mode: ``torch.compile`` the core's eval forward with this mode (``TEST.COMPILE``; None = eager,
+            "auto" = reduce-overhead on CUDA, default on CPU). One static graph per padded batch shape
+            (``fullgraph=True``); training is never compiled.
+        compile_backend: the ``torch.compile`` backend (``TEST.COMPILE.BACKEND``).
     """
 
     @configurable
-    def __init__(self, *, core: nn.Module, pixel_mean, pixel_std, sr_eval: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        core: nn.Module,
+        pixel_mean,
+        pixel_std,
+        sr_eval: bool = False,
+        compile_mode: Optional[str] = None,
+        compile_backend: str = "inductor",
+    ) -> None:
         super().__init__()
         self.core = core
         self.register_buffer(
@@ -57,6 +70,9 @@ class SDCoNet(nn.Module):
         if self.pixel_mean.shape != (3, 1, 1) or self.pixel_std.shape != (3, 1, 1):
             raise ValueError(f"SDCoNet: pixel_mean/pixel_std need 3 values, got {pixel_mean} / {pixel_std}")
         self.sr_eval = bool(sr_eval) and bool(core.has_sr)
+        self.compile_mode = compile_mode or None
+        self.compile_backend = compile_backend
+        self._compiled_eval = None
         if sr_eval and not core.has_sr:
             logger.warning("TEST.SR_EVAL.ENABLED ignored: this variant has no SR branch")
 
@@ -81,6 +97,8 @@ class SDCoNet(nn.Module):
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "sr_eval": cfg.TEST.SR_EVAL.ENABLED,
+            "compile_mode": (cfg.TEST.COMPILE.MODE or "auto") if cfg.TEST.COMPILE.ENABLED else None,
+            "compile_backend": cfg.TEST.COMPILE.BACKEND,
         }
 
     @property
@@ -102,7 +120,11 @@ class SDCoNet(nn.Module):
         for i, x in enumerate(batched_inputs):
             for key in ("image", "hr_image"):
                 t = x.get(key)
-                if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.is_floating_point()
+                    and not bool(torch.isfinite(t).all())
+                ):
                     raise ValueError(f"SDCoNet: '{x.get('file_name', i)}' {key} contains NaN or Inf values")
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
@@ -170,8 +192,31 @@ class SDCoNet(nn.Module):
         return self.inference(batched_inputs, images, mask)
 
     def inference(self, batched_inputs: List[Dict], images: ImageList, mask: torch.Tensor) -> List[Dict]:
-        outputs = self.core(images.tensor, mask, return_sr=self.sr_eval, check_values=False)
+        if self.compile_mode is None:
+            outputs = self.core(images.tensor, mask, return_sr=self.sr_eval, check_values=False)
+        else:
+            padded = self._eval_graph()(images.tensor, mask, return_sr=self.sr_eval, check_values=False)
+            outputs = self.core.unbatch(padded)  # crops the SR images on the host
         return self.postprocess(outputs, batched_inputs, images.image_sizes)
+
+    def _eval_graph(self):
+        """The compiled ``core.forward_padded`` (built on first use, on the model's device)."""
+        if self._compiled_eval is None:
+            mode = self.compile_mode
+            if mode == "auto":
+                mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+            logger.info(
+                "TEST.COMPILE: torch.compile(mode=%s) of the eval forward; each new shape compiles", mode
+            )
+            options = {"mode": mode} if self.compile_backend == "inductor" else {}
+            self._compiled_eval = torch.compile(
+                self.core.forward_padded,
+                fullgraph=True,
+                dynamic=False,
+                backend=self.compile_backend,
+                **options,
+            )
+        return self._compiled_eval
 
     def postprocess(
         self, outputs: List[Dict[str, torch.Tensor]], batched_inputs: List[Dict], image_sizes: List
