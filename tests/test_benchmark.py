@@ -214,6 +214,22 @@ def test_tool_end_to_end_tiny_cpu(tmp_path):
     assert all({"value", "threshold", "op", "met"} <= set(t) for t in report["targets"])
 
 
+def test_tool_compile_both_interleaves_eager_and_compiled(tmp_path):
+    """--compile both: the compiled model is timed beside the eager one (aot_eager: compiles in seconds)."""
+    out = tmp_path / "compile.json"
+    report = _tool_module().main(
+        ["--tiny", "--device", "cpu", "--variants", "sdconet-joint", "--no-flops", "--dtypes", "fp32", "--quick",
+         "--runs", "2", "--warmup", "1", "--tp-runs", "0", "--no-peer", "--sizes", "64", "--compile", "both",
+         "--compile-backend", "aot_eager", "--out", str(out)]
+    )  # fmt: skip
+    rows = {r["variant"]: r for r in report["speed"]}
+    assert set(rows) == {"sdconet-joint", "sdconet-joint@compiled"}
+    assert rows["sdconet-joint"]["compile"] is False and rows["sdconet-joint@compiled"]["compile"] is True
+    for row in rows.values():
+        assert row["error"] is None and row["latency_b1"]["runs"] == 2 and row["first_call_ms"] > 0
+    assert rows["sdconet-joint@compiled"]["kept_token_ratio"] == rows["sdconet-joint"]["kept_token_ratio"]
+
+
 def test_tool_rejects_bad_arguments(capsys):
     tool = _tool_module()
     for argv, word in ((["--variants", "dino,nonsense"], "nonsense"), (["--sizes", "100"], "--sizes")):
