@@ -313,7 +313,7 @@ class SDCoNet(nn.Module):
         elif sr_trains:
             sr = self._run_sr(images, enc)
         outputs = self._detect(images, pixel_mask, targets, enc=enc, sr_image=sr)
-        losses = self.detector.losses(outputs, targets)
+        losses = self.detector.losses(outputs, targets, targets_checked=True)  # sanitised above
         stats = {"kept_token_ratio": _kept_ratio(outputs)}
         if sr_trains:
             valid = self._hr_valid_mask(pixel_mask).unsqueeze(1).to(sr.dtype)
@@ -324,13 +324,13 @@ class SDCoNet(nn.Module):
         return losses
 
     @torch.no_grad()
-    def _psnr(self, sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> float:
-        """Mean PSNR (dB) over the batch, 8-bit range, valid HR pixels only."""
+    def _psnr(self, sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Mean PSNR (dB) over the batch, 8-bit range, valid HR pixels only (0-dim tensor: no host read)."""
         mean, std = self.pixel_mean.float(), self.pixel_std.float()
         a = (sr.float() * std + mean).clamp(0, 255)
         b = (hr.float() * std + mean).clamp(0, 255)
         mse = (((a - b) ** 2) * valid).flatten(1).sum(1) / (valid.flatten(1).sum(1) * 3).clamp(min=1)
-        return float((10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).mean())
+        return (10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))).mean()
 
     def inference_outputs(
         self, images: torch.Tensor, pixel_mask: torch.Tensor, run_sr: bool = False

@@ -373,6 +373,7 @@ class DINODetector(nn.Module):
         outputs["saliency_logits"] = saliency_logits
         outputs["kept_masks"] = kept_masks
         outputs["spatial_shapes"] = spatial_shapes
+        outputs["level_shapes"] = shapes  # the same as Python ints
         outputs["valid_hw"] = valid_hw
         outputs["level_padding"] = masks
         outputs["image_hw"] = torch.stack([(~pixel_mask[:, :, 0]).sum(1), (~pixel_mask[:, 0, :]).sum(1)], dim=1)
@@ -390,7 +391,7 @@ class DINODetector(nn.Module):
             image_sizes = outputs["image_hw"].float() * self.saliency_range_scale
         return saliency_targets(
             [t["boxes"] for t in targets],
-            outputs["spatial_shapes"],
+            outputs.get("level_shapes", outputs["spatial_shapes"]),
             outputs["valid_hw"],
             mode=self.saliency_target,
             sigma=self.saliency_sigma,
@@ -400,10 +401,17 @@ class DINODetector(nn.Module):
         )
 
     def losses(
-        self, outputs: Dict[str, object], targets: List[Dict[str, torch.Tensor]]
+        self,
+        outputs: Dict[str, object],
+        targets: List[Dict[str, torch.Tensor]],
+        targets_checked: bool = False,
     ) -> Dict[str, torch.Tensor]:
-        """Weighted detection losses (+ ``loss_saliency`` when saliency is on); the same keys for every batch."""
-        losses = self.criterion(outputs, targets, outputs.get("dn_meta"))
+        """Weighted detection losses (+ ``loss_saliency`` when saliency is on); the same keys for every batch.
+
+        ``targets_checked``: the targets were validated already (``sanitize_targets``), so the criterion and the
+        matcher skip their own checks (host synchronisations).
+        """
+        losses = self.criterion(outputs, targets, outputs.get("dn_meta"), targets_checked=targets_checked)
         if self.saliency is not None:
             logit_maps = outputs["saliency_logits"]
             target_maps = self.saliency_target_maps(outputs, targets)

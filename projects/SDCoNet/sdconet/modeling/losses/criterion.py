@@ -111,13 +111,14 @@ class SetCriterion(nn.Module):
             )
 
     @staticmethod
-    def _normalisers(num_gt: int, num_dn_gt: int, device: torch.device) -> Tuple[float, float]:
-        counts = torch.tensor([float(num_gt), float(num_dn_gt)], device=device)
+    def _normalisers(num_gt: int, num_dn_gt: int, device: torch.device):
+        """Python floats on one process (no device round trip); 0-dim tensors averaged over DDP ranks."""
         if dist.is_available() and dist.is_initialized():
+            counts = torch.tensor([float(num_gt), float(num_dn_gt)], device=device)
             dist.all_reduce(counts)
-            counts = counts / dist.get_world_size()
-        num_boxes, num_dn = counts.clamp(min=1).tolist()
-        return num_boxes, num_dn
+            counts = (counts / dist.get_world_size()).clamp(min=1)
+            return counts[0], counts[1]
+        return max(float(num_gt), 1.0), max(float(num_dn_gt), 1.0)
 
     def _losses(
         self,
@@ -130,19 +131,31 @@ class SetCriterion(nn.Module):
         """Weighted class/L1/GIoU losses of one output set for the given (pred_idx, tgt_idx) pairs."""
         logits, boxes = out["pred_logits"], out["pred_boxes"]
         device = logits.device
-        batch_idx = torch.cat(
+        # (batch, query, target) index triples built where the indices live and moved in one copy; targets of
+        # all images concatenated, so the gathers are two ops whatever the batch size.
+        offsets, total = [], 0
+        for t in targets:
+            offsets.append(total)
+            total += int(t["labels"].shape[0])
+        idx_device = indices[0][0].device if indices else device
+        packed = torch.cat(
             [
-                torch.full((src.numel(),), b, dtype=torch.int64, device=device)
-                for b, (src, _) in enumerate(indices)
-            ]
-        )
-        src_idx = torch.cat([src.to(device) for src, _ in indices])
-        tgt_labels = torch.cat(
-            [t["labels"].to(device)[tgt.to(device)] for t, (_, tgt) in zip(targets, indices)]
-        )
-        tgt_boxes = torch.cat(
-            [t["boxes"].to(device)[tgt.to(device)] for t, (_, tgt) in zip(targets, indices)]
-        )
+                torch.stack(
+                    [
+                        torch.full((src.numel(),), b, dtype=torch.int64, device=idx_device),
+                        src.to(idx_device, torch.int64),
+                        tgt.to(idx_device, torch.int64) + offsets[b],
+                    ]
+                )
+                for b, (src, tgt) in enumerate(indices)
+            ],
+            dim=1,
+        ).to(device, non_blocking=True)
+        batch_idx, src_idx, tgt_idx = packed[0], packed[1], packed[2]
+        all_labels = torch.cat([t["labels"].to(device) for t in targets])
+        all_boxes = torch.cat([t["boxes"].to(device).reshape(-1, 4) for t in targets])
+        tgt_labels = all_labels[tgt_idx]
+        tgt_boxes = all_boxes[tgt_idx]
         onehot = torch.zeros(logits.shape, dtype=torch.float32, device=device)
         onehot[batch_idx, src_idx, tgt_labels] = 1.0
         loss_class = sigmoid_focal_loss(logits, onehot, normaliser, self.focal_alpha, self.focal_gamma)
@@ -168,6 +181,7 @@ class SetCriterion(nn.Module):
         outputs: Dict[str, object],
         targets: List[Dict[str, torch.Tensor]],
         dn_meta: Optional[DNMeta] = None,
+        targets_checked: bool = False,
     ) -> Dict[str, torch.Tensor]:
         """Compute all weighted losses.
 
@@ -177,6 +191,8 @@ class SetCriterion(nn.Module):
                 ``dn_outputs`` (``pred_logits (B, Nd, C)``, ``pred_boxes``, ``aux_outputs``; or None).
             targets: B dicts ``{"labels": (n,) int64, "boxes": (n, 4) cxcywh V-frame}``.
             dn_meta: the batch's :class:`DNMeta`, or None when no denoising queries were built.
+            targets_checked: the caller validated the targets (labels in range, valid finite boxes): skip the
+                checks here and in the matcher (host synchronisations). ``SDCoNet`` sanitises its targets.
 
         Returns:
             dict ``key -> scalar float32 tensor`` with exactly :meth:`loss_keys`.
@@ -191,7 +207,8 @@ class SetCriterion(nn.Module):
             raise ValueError(f"SetCriterion: {len(targets)} targets for a batch of {pred_logits.shape[0]}")
         if dn_meta is not None and not self.with_dn:
             raise ValueError("SetCriterion: dn_meta given but the criterion was built with with_dn=False")
-        self._check_targets(targets, device)
+        if not targets_checked:
+            self._check_targets(targets, device)
         num_gt = sum(int(t["labels"].numel()) for t in targets)
         num_dn_gt = dn_meta.num_dn_gt if dn_meta is not None else 0
         num_boxes, num_dn_boxes = self._normalisers(num_gt, num_dn_gt, device)
@@ -205,7 +222,7 @@ class SetCriterion(nn.Module):
             sets.append(("_enc", self._require(outputs, "enc_outputs", "with_enc=True")))
         losses: Dict[str, torch.Tensor] = {}
         for suffix, out in sets:
-            indices = self.matcher(out["pred_logits"], out["pred_boxes"], targets)
+            indices = self.matcher(out["pred_logits"], out["pred_boxes"], targets, check=not targets_checked)
             losses.update(self._losses(out, targets, indices, num_boxes, suffix))
 
         if self.with_dn:

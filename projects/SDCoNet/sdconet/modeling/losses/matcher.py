@@ -82,6 +82,7 @@ class HungarianMatcher(nn.Module):
         pred_logits: torch.Tensor,
         pred_boxes: torch.Tensor,
         targets: List[Dict[str, torch.Tensor]],
+        check: bool = True,
     ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Match every image independently.
 
@@ -89,6 +90,8 @@ class HungarianMatcher(nn.Module):
             pred_logits: (B, Q, C) class logits.
             pred_boxes: (B, Q, 4) predicted ``cx, cy, w, h`` (V-frame, normalised).
             targets: B dicts with ``labels`` int64 (n,) in ``[0, C)`` and ``boxes`` (n, 4) cxcywh.
+            check: validate the targets' labels and boxes first (one host synchronisation per image); False
+                when the caller already did (the model sanitises its targets once per batch).
 
         Returns:
             B pairs ``(pred_idx, tgt_idx)`` of int64 CPU tensors of length ``min(Q, n)``, sorted by
@@ -105,25 +108,36 @@ class HungarianMatcher(nn.Module):
                 f"and {len(targets)} targets disagree on the batch/query sizes"
             )
         empty = torch.zeros(0, dtype=torch.int64)
-        indices: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        costs: List[torch.Tensor] = []
         for b, tgt in enumerate(targets):
             labels, tgt_boxes = tgt["labels"], tgt["boxes"]
             if labels.numel() == 0 or num_queries == 0:
-                indices.append((empty, empty.clone()))
                 continue
             labels = labels.to(pred_logits.device)
-            lo, hi = torch.stack([labels.min(), labels.max()]).tolist()
-            if lo < 0 or hi >= num_classes:
-                raise ValueError(
-                    f"HungarianMatcher: targets[{b}]['labels'] has values outside [0, {num_classes}): "
-                    f"min {lo}, max {hi}"
-                )
             tgt_boxes = tgt_boxes.to(pred_boxes.device)
-            check_boxes_xyxy(
-                box_cxcywh_to_xyxy(tgt_boxes.float()), f"HungarianMatcher: targets[{b}]['boxes']"
-            )
-            cost = self.cost_matrix(pred_logits[b], pred_boxes[b], labels, tgt_boxes)
-            rows, cols = linear_sum_assignment(cost.cpu().double().numpy())
+            if check:
+                lo, hi = torch.stack([labels.min(), labels.max()]).tolist()
+                if lo < 0 or hi >= num_classes:
+                    raise ValueError(
+                        f"HungarianMatcher: targets[{b}]['labels'] has values outside [0, {num_classes}): "
+                        f"min {lo}, max {hi}"
+                    )
+                check_boxes_xyxy(
+                    box_cxcywh_to_xyxy(tgt_boxes.float()), f"HungarianMatcher: targets[{b}]['boxes']"
+                )
+            costs.append(self.cost_matrix(pred_logits[b], pred_boxes[b], labels, tgt_boxes))
+        # One device -> host copy for the whole batch (the assignment itself is host work).
+        flat = torch.cat([c.flatten() for c in costs]).cpu().double().numpy() if costs else None
+        indices: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        start = 0
+        for tgt in targets:
+            n = tgt["labels"].numel()
+            if n == 0 or num_queries == 0:
+                indices.append((empty, empty.clone()))
+                continue
+            cost = flat[start : start + num_queries * n].reshape(num_queries, n)
+            start += num_queries * n
+            rows, cols = linear_sum_assignment(cost)
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )

@@ -37,6 +37,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..level_shapes import as_shape_list
+
 logger = logging.getLogger(__name__)
 
 TARGET_MODES = ("gaussian", "cone")
@@ -137,7 +139,7 @@ def saliency_targets(
         raise ValueError(f"saliency_targets: mode must be one of {TARGET_MODES} (got {mode!r})")
     if mode == "gaussian" and not sigma > 0:
         raise ValueError(f"saliency_targets: sigma must be > 0 (got {sigma})")
-    shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    shapes = as_shape_list(spatial_shapes)
     num_levels = len(shapes)
     batch = len(boxes_list)
     if tuple(valid_hw.shape) != (batch, num_levels, 2):
