@@ -166,12 +166,16 @@ class SDCoNet(nn.Module):
     def prepare_targets(
         batched_inputs: List[Dict], images: ImageList, device
     ) -> List[Dict[str, torch.Tensor]]:
-        """Instances (absolute XYXY, LR frame) -> ``{"labels", "boxes" cxcywh normalised to the unpadded image}``."""
+        """Instances (absolute XYXY, LR frame) -> ``{"labels", "boxes" cxcywh normalised to the unpadded image}``.
+
+        The targets stay where the mapper made them (the CPU): the core validates them there, without a device
+        synchronisation, and moves them to ``device`` itself (``sanitize_targets``).
+        """
         targets = []
         for i, (x, (h, w)) in enumerate(zip(batched_inputs, images.image_sizes)):
             if "instances" not in x:
                 raise ValueError(f"SDCoNet: training input {x.get('file_name', i)} has no 'instances'")
-            inst = x["instances"].to(device)
+            inst = x["instances"]
             xyxy = inst.gt_boxes.tensor.float()
             scale = xyxy.new_tensor([w, h, w, h])
             x1, y1, x2, y2 = (xyxy / scale).unbind(-1)
