@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..level_shapes import shape_tensors
-from ..ops import multi_scale_deformable_attention
+from ..ops import multi_scale_deformable_attention, preload_triton
 
 __all__ = ["MSDeformAttn"]
 
@@ -48,6 +48,7 @@ class MSDeformAttn(nn.Module):
         self.value_proj = nn.Linear(embed_dim, embed_dim)
         self.output_proj = nn.Linear(embed_dim, embed_dim)
         self.reset_parameters()
+        preload_triton()  # where a GPU (or the interpreter) exists: import the kernel before any torch.compile
 
     def reset_parameters(self) -> None:
         """Deformable-DETR initialisation.

@@ -38,6 +38,7 @@ __all__ = [
     "get_msda_backend",
     "MSDA_BACKENDS",
     "MSDA_BACKEND_ENV",
+    "preload_triton",
 ]
 
 #: Accepted backend names.
@@ -107,8 +108,20 @@ def _load_triton() -> Tuple[Optional[Callable[..., torch.Tensor]], str]:
     return _triton_state
 
 
+def preload_triton() -> None:
+    """Import the Triton backend now where it could run (CUDA present, or Triton's interpreter on).
+
+    ``MSDeformAttn`` calls this at construction, so that a model compiled before its first eager call finds the
+    backend (and its custom ops) already imported: an import cannot happen inside a compiled graph.
+    """
+    if _triton_state is None and (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"):
+        _load_triton()
+
+
 def _triton_unusable_reason(value: torch.Tensor) -> str:
     """Empty string if the Triton backend can run on ``value``'s device, else why not."""
+    if _triton_state is None and torch.compiler.is_compiling():
+        return "the Triton module was not imported before compilation (see preload_triton)"
     fn, reason = _load_triton()
     if fn is None:
         return reason
