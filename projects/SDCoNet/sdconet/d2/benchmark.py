@@ -5,6 +5,12 @@ baseline config under ``configs/baselines`` (the NWPU file; the dataset only cha
 (no ImageNet download), with the LR input size and the class count given, in eval mode. At inference a ``... + SR``
 config *is* its stock detector (the SR branch does not run), so only the stock detectors are listed.
 
+Random weights and the MSRA R-50 input scaling (BGR minus the mean, std 1: pixel values up to +-130) give activations
+~60x too large, so the random RPN regresses degenerate boxes that NMS collapses to a handful of proposals, and the
+R-CNN heads would be timed and counted on almost nothing. The R50 builds here therefore divide by the ImageNet std
+(the same operations, so the same FLOPs): the random RPN then keeps its full budget (``POST_NMS_TOPK_TEST`` 1000
+proposals), as a trained one does.
+
 A call is the detectron2 inference of a list of ``{"image": (3, h, w) 0-255}`` dicts in the backbone's pixel format:
 normalisation, padding, backbone, heads and postprocessing (NMS, ``detector_postprocess``), the counterpart of
 SDCoNet's timed call.
@@ -17,6 +23,8 @@ from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
+
+from sdconet.modeling.constants import PIXEL_STD
 
 from .config import load_cfg
 from .sr_branch import build_model
@@ -50,6 +58,8 @@ def build_baseline(name: str, size: int, *, num_classes: int = 10, device: str =
         "MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes), "MODEL.RETINANET.NUM_CLASSES", str(num_classes),
     ]  # fmt: skip
     cfg = load_cfg(str(baseline_config_path(name)), opts)
+    if cfg.INPUT.FORMAT == "BGR" and list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0]:
+        cfg.MODEL.PIXEL_STD = list(PIXEL_STD)[::-1]  # random weights need unit-scale inputs (module docstring)
     cfg.freeze()
     model = build_model(cfg).eval()
     model.input_format = cfg.INPUT.FORMAT
