@@ -26,6 +26,7 @@ from sdconet.d2 import (  # noqa: E402
     build_model,
     load_cfg,
     recipe_for,
+    resolve_cfg,
     setup_cfg,
     stock_state_dict,
 )
@@ -110,6 +111,20 @@ def test_every_config_loads_with_its_detectors_recipe(name, tmp_path):
         )
     assert cfg.MODEL.SR_BRANCH.ENABLED == ("_sr_" in name)
     assert min(min(s) for s in cfg.MODEL.ANCHOR_GENERATOR.SIZES) == 8  # LR anchors
+    # builds (reduced sizes), with the class count of its dataset resolved from the registered class list
+    small = load_cfg(path, [*(SWIN if "swinT" in name else R18), *SMALL])
+    resolve_cfg(small, count_images=False)
+    classes = len(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).thing_classes)
+    assert classes in (10, 13, 16)
+    assert small.MODEL.ROI_HEADS.NUM_CLASSES == small.MODEL.RETINANET.NUM_CLASSES == classes
+    model = build_model(small)
+    assert isinstance(model, SRAugmented) == ("_sr_" in name)
+    if hasattr(model, "head"):  # RetinaNet: 9 anchors x classes logits
+        assert model.head.cls_score.out_channels == 9 * classes
+    else:  # R-CNN (Cascade: one predictor per stage): classes + background
+        predictors = model.roi_heads.box_predictor
+        predictors = predictors if isinstance(predictors, torch.nn.ModuleList) else [predictors]
+        assert all(p.cls_score.out_features == classes + 1 for p in predictors)
 
 
 def _leaves(node, prefix=""):
@@ -166,6 +181,8 @@ def test_classes_lr_scaling_and_sdconet_recipe_unchanged(synth, tmp_path):
     assert (quick.SOLVER.OPTIMIZER, quick.INPUT.FORMAT, quick.SOLVER.CLIP_GRADIENTS.CLIP_TYPE) == (
         "ADAMW", "RGB", "full_model")  # fmt: skip
     assert quick.SOLVER.WARMUP_ITERS == 0 and quick.SOLVER.BASE_LR == 0.001
+    demo = setup_cfg(str(BASELINES / "faster_rcnn_R18_FPN_quick_synthetic.yaml"), count_images=False)
+    assert (demo.MODEL.ROI_HEADS.NUM_CLASSES, demo.SOLVER.BASE_LR, demo.SOLVER.OPTIMIZER) == (3, 0.02, "SGD")
 
 
 # ------------------------------------------------------------------------------------- training + evaluation

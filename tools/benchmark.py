@@ -27,7 +27,7 @@ For each variant and LR input size (``--sizes``, square):
   profiler's allocation records), at batch 1 and at ``--batch``, next to the weights' size;
 * ``--profile``: share of the operator time spent in the deformable-attention core (torch.profiler).
 
-detectron2's own detectors (``--baselines``, when detectron2 is installed; all by default): Faster R-CNN, RetinaNet and
+detectron2's own detectors (``--baselines all`` or a list; needs detectron2): Faster R-CNN, RetinaNet and
 Cascade R-CNN with R50-FPN or our Swin-T-FPN, built from ``projects/SDCoNet/configs/baselines`` by
 ``sdconet.d2.benchmark`` (random init, 10 classes), timed in the same interleaved rounds in fp32; their call includes
 normalisation and postprocessing (NMS), and their R-CNN FLOPs depend on the number of proposals (up to 1000).
@@ -195,7 +195,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--baselines",
         type=_csv(str),
         default=None,
-        help="detectron2 detectors: comma list, 'all' or 'none' (default: all when detectron2 is installed)",
+        help=f"detectron2 detectors beside SDCoNet: comma list of {', '.join(d2_baselines()) or '(needs detectron2)'}, "
+        "'all' or 'none' (default)",
     )
     p.add_argument("--tiny", action="store_true", help="reduced model (SDCoNetConfig.tiny) for tests")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -213,9 +214,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if bad:
         p.error(f"--msda-backends: unknown {bad}; known: {list(MSDA_BACKENDS)}")
     known = d2_baselines()
-    if args.baselines is None:
-        args.baselines = ["all"] if known and not args.tiny else ["none"]
-    if args.baselines in (["none"], []):
+    if args.baselines is None or args.baselines in (["none"], []):
         args.baselines = []
     elif not known:
         p.error("--baselines: detectron2 is not installed (see the README's install section)")
