@@ -29,7 +29,7 @@ count in AP.
 
 from __future__ import annotations
 
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,52 +40,35 @@ __all__ = ["ERROR_TYPES", "error_breakdown"]
 
 #: TIDE's main error types, in its order.
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+_CLS, _LOC, _BOTH, _DUPE, _BKG, _MISS = range(6)
 _RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
 
-def _ap(points: Sequence[tuple[float, bool]], num_gt: int) -> float:
-    """TIDE's per-class AP in percent (0 when the class has no GT)."""
-    if num_gt <= 0:
+def _class_ap(score: np.ndarray, correct: np.ndarray, order: np.ndarray, num_gt: int) -> float:
+    """TIDE's AP of one class in percent: points sorted by score (ties: ``order``), 101-point interpolation."""
+    if num_gt <= 0 or score.size == 0:
         return 0.0
-    pts = sorted(points, key=lambda p: -p[0])  # stable, like TIDE
-    if not pts:
-        return 0.0
-    correct = np.array([p[1] for p in pts], dtype=np.float64)
-    tp = np.cumsum(correct)
-    precision = tp / np.arange(1, len(pts) + 1)
+    idx = np.lexsort((order, -score))
+    tp = np.cumsum(correct[idx], dtype=np.float64)
+    precision = tp / np.arange(1, idx.size + 1)
     recall = tp / num_gt
     precision = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.searchsorted(recall, _RECALL_POINTS, side="left")
-    y = np.where(idx < len(precision), precision[np.minimum(idx, len(precision) - 1)], 0.0)
+    at = np.searchsorted(recall, _RECALL_POINTS, side="left")
+    y = np.where(at < precision.size, precision[np.minimum(at, precision.size - 1)], 0.0)
     return float(y.mean() * 100.0)
 
 
-class _APData:
-    """Per-class data points ``id -> (score, correct)`` in insertion order, plus GT counts."""
-
-    def __init__(self) -> None:
-        self.points: dict[Any, OrderedDict] = defaultdict(OrderedDict)
-        self.num_gt: dict[Any, int] = defaultdict(int)
-
-    def touch(self, cls) -> None:
-        self.points[cls]  # noqa: B018 -- create the class entry (TIDE's defaultdict order)
-        self.num_gt[cls] += 0
-
-    def push(self, cls, key, score: float, correct: bool) -> None:
-        self.touch(cls)
-        self.points[cls][key] = (score, correct)
-
-    def add_gt(self, cls, n: int) -> None:
-        self.touch(cls)
-        self.num_gt[cls] += n
-
-    def mean_ap(self) -> float:
-        aps = [
-            _ap(list(self.points[c].values()), self.num_gt[c])
-            for c in self.points
-            if self.points[c] or self.num_gt[c] > 0
-        ]
-        return sum(aps) / len(aps) if aps else float("nan")
+def _mean_ap(
+    cls: np.ndarray, score: np.ndarray, correct: np.ndarray, order: np.ndarray, num_gt: dict
+) -> float:
+    """Mean of the class APs over the classes with points or GT (a class with points but no GT counts as 0)."""
+    classes = set(num_gt) | set(np.unique(cls).tolist())
+    aps = []
+    for c in sorted(classes):
+        m = cls == c
+        if m.any() or num_gt.get(c, 0) > 0:
+            aps.append(_class_ap(score[m], correct[m], order[m], num_gt.get(c, 0)))
+    return sum(aps) / len(aps) if aps else float("nan")
 
 
 def error_breakdown(
@@ -113,139 +96,143 @@ def error_breakdown(
     """
     ids = [int(i["id"]) for i in gt.get("images", [])] if image_ids is None else [int(i) for i in image_ids]
     gts: dict[int, list] = defaultdict(list)
-    for k, a in enumerate(gt.get("annotations", [])):
+    for a in gt.get("annotations", []):
         gts[int(a["image_id"])].append(
-            {"key": ("g", k), "cls": int(a["category_id"]), "box": list(map(float, a["bbox"])),
-             "ignore": bool(a.get("iscrowd", 0))}
-        )  # fmt: skip
+            (int(a["category_id"]), list(map(float, a["bbox"])), bool(a.get("iscrowd", 0)))
+        )
     preds: dict[int, list] = defaultdict(list)
-    for k, r in enumerate(results):
+    for r in results:
         preds[int(r["image_id"])].append(
-            {"key": ("d", k), "cls": int(r["category_id"]), "box": list(map(float, r["bbox"])),
-             "score": float(r["score"])}
-        )  # fmt: skip
+            (float(r["score"]), int(r["category_id"]), list(map(float, r["bbox"])))
+        )
 
-    base = _APData()
-    errors: list[
-        dict
-    ] = []  # {"type", "orig": (cls, key, score, correct) | None, "fix": ... | None | ("miss", cls)}
-    counts = dict.fromkeys(ERROR_TYPES, 0)
+    num_gt: dict[int, int] = defaultdict(int)
     false_negatives: dict[int, int] = defaultdict(int)
-    best: dict[Any, tuple[float, Any]] = {}  # GT key -> (best error score, pred key) among Cls/Loc errors
-    fixable: list[dict] = []
+    # base AP points (detections not ignored), in TIDE's push order
+    b_cls, b_score, b_correct = [], [], []
+    # errors, in TIDE's order: type, original point (cls, score) or none, fix point (cls) or none, missed class
+    e_type, e_has_orig, e_cls, e_score, e_fix_cls, e_miss_cls = [], [], [], [], [], []
 
     for img in ids:
         g_all = gts.get(img, [])
-        for g in g_all:
-            if not g["ignore"]:
-                base.add_gt(g["cls"], 1)
-        p_all = sorted(preds.get(img, []), key=lambda p: -p["score"])[:max_dets]
-        g_pos = [g for g in g_all if not g["ignore"]]
-        g_ign = [g for g in g_all if g["ignore"]]
-        if not p_all:
-            for g in g_pos:
-                false_negatives[g["cls"]] += 1
-                errors.append({"type": "Miss", "orig": None, "fix": ("miss", g["cls"])})
-                counts["Miss"] += 1
+        g_pos = [g for g in g_all if not g[2]]
+        g_ign = [g for g in g_all if g[2]]
+        for c, _, _ in g_pos:
+            num_gt[c] += 1
+        p_all = sorted(preds.get(img, []), key=lambda p: -p[0])[:max_dets]  # stable, like TIDE
+        n_p, n_g = len(p_all), len(g_pos)
+        if n_p == 0:
+            for c, _, _ in g_pos:
+                false_negatives[c] += 1
+                e_type.append(_MISS), e_has_orig.append(False), e_cls.append(c), e_score.append(0.0)
+                e_fix_cls.append(-1), e_miss_cls.append(c)
             continue
-        boxes = [p["box"] for p in p_all]
-        used = [False] * len(p_all)  # True / False / None (ignored)
-        g_used = [False] * len(g_pos)
-        g_usable = [False] * len(g_pos)
-        if g_pos:
-            iou = np.asarray(
-                mask_utils.iou(boxes, [g["box"] for g in g_pos], [0] * len(g_pos)), dtype=np.float64
-            )
-            iou = iou.reshape(len(p_all), len(g_pos))
-            same = (
-                np.array([p["cls"] for p in p_all])[:, None] == np.array([g["cls"] for g in g_pos])[None, :]
-            )
+        score = np.array([p[0] for p in p_all])
+        pcls = np.array([p[1] for p in p_all])
+        boxes = [p[2] for p in p_all]
+        used = np.zeros(
+            n_p, dtype=np.int8
+        )  # 1 = true positive, -1 = ignored (crowd region), 0 = false positive
+        g_used = np.zeros(n_g, dtype=bool)
+        if n_g:
+            iou = np.asarray(mask_utils.iou(boxes, [g[1] for g in g_pos], [0] * n_g), dtype=np.float64)
+            iou = iou.reshape(n_p, n_g)
+            same = pcls[:, None] == np.array([g[0] for g in g_pos])[None, :]
             cls_iou = iou * same
             buf = cls_iou.copy()
-            for i in range(len(p_all)):
+            for i in np.nonzero(cls_iou.max(1) >= pos_thresh)[0]:  # greedy, in score order
                 j = int(np.argmax(buf[i]))
                 if buf[i, j] >= pos_thresh:
-                    used[i] = True
+                    used[i] = 1
                     g_used[j] = True
                     buf[:, j] = 0
-        for reg in g_ign:
-            crowd = np.asarray(mask_utils.iou(boxes, [reg["box"]], [1]), dtype=np.float64).reshape(-1)
-            for i, p in enumerate(p_all):
-                if used[i] is False and crowd[i] > pos_thresh and reg["cls"] == p["cls"]:
-                    used[i] = None
-        for i, p in enumerate(p_all):
-            if used[i] is not None:
-                base.push(p["cls"], p["key"], p["score"], bool(used[i]))
-        if g_pos:
-            gu = np.array(g_used)[None, :]
-            noncls_iou = iou * ~same
-            used_cls = iou * gu * same
-        for i, p in enumerate(p_all):
-            if used[i] is True:
-                continue
-            orig = None if used[i] is None else (p["cls"], p["key"], p["score"], False)
-            err = {"orig": orig, "fix": None}
-            if not g_pos:
-                err["type"] = "Bkg"
-            else:
-                j = int(np.argmax(cls_iou[i]))
-                k = int(np.argmax(noncls_iou[i]))
-                if bg_thresh <= cls_iou[i, j] <= pos_thresh:
-                    err["type"], target, fix_cls = "Loc", j, p["cls"]
-                elif noncls_iou[i, k] >= pos_thresh:
-                    err["type"], target, fix_cls = "Cls", k, g_pos[k]["cls"]
-                elif used_cls[i].max() >= pos_thresh:
-                    err["type"] = "Dupe"
-                elif iou[i].max() <= bg_thresh:
-                    err["type"] = "Bkg"
-                else:
-                    err["type"] = "Both"
-                if err["type"] in ("Loc", "Cls") and not g_used[target]:
-                    g_usable[target] = True
-                    gkey = g_pos[target]["key"]
-                    if gkey not in best or best[gkey][0] < p["score"]:
-                        best[gkey] = (p["score"], p["key"])
-                    err["candidate"] = (gkey, (fix_cls, p["key"], p["score"], True))
-                    fixable.append(err)
-            counts[err["type"]] += 1
-            errors.append(err)
-        for j, g in enumerate(g_pos):
-            if not g_used[j]:
-                false_negatives[g["cls"]] += 1
-                if not g_usable[j]:
-                    errors.append({"type": "Miss", "orig": None, "fix": ("miss", g["cls"])})
-                    counts["Miss"] += 1
-    for err in fixable:  # only the best-scoring error per GT becomes a true positive
-        gkey, point = err["candidate"]
-        err["fix"] = point if best[gkey][1] == point[1] else None
+        for c, box, _ in g_ign:
+            crowd = np.asarray(mask_utils.iou(boxes, [box], [1]), dtype=np.float64).reshape(-1)
+            used[(used == 0) & (crowd > pos_thresh) & (pcls == c)] = -1
+        keep = used != -1
+        b_cls.append(pcls[keep]), b_score.append(score[keep]), b_correct.append(used[keep] == 1)
 
-    ap = base.mean_ap()
+        fp = np.nonzero(used != 1)[0]
+        g_usable = np.zeros(n_g, dtype=bool)
+        fix_cls = np.full(fp.size, -1)
+        if n_g == 0:
+            types = np.full(fp.size, _BKG)
+        else:
+            rows = np.arange(n_p)
+            j = np.argmax(cls_iou, 1)
+            noncls = iou * ~same
+            k = np.argmax(noncls, 1)
+            loc_v, cls_v = cls_iou[rows, j], noncls[rows, k]
+            dupe_v = (iou * same * g_used[None, :]).max(1)
+            conds = [
+                (bg_thresh <= loc_v) & (loc_v <= pos_thresh),
+                cls_v >= pos_thresh,
+                dupe_v >= pos_thresh,
+                iou.max(1) <= bg_thresh,
+            ]
+            types = np.select(conds, [_LOC, _CLS, _DUPE, _BKG], default=_BOTH)[fp]
+            target = np.where(types == _LOC, j[fp], k[fp])
+            fixable = ((types == _LOC) | (types == _CLS)) & ~g_used[target]
+            g_usable[target[fixable]] = True
+            claimed = np.zeros(n_g, dtype=bool)
+            for e in np.nonzero(fixable)[
+                0
+            ]:  # the first (highest-scoring) error per GT is fixed, the rest suppressed
+                t = target[e]
+                if not claimed[t]:
+                    claimed[t] = True
+                    fix_cls[e] = pcls[fp[e]] if types[e] == _LOC else g_pos[t][0]
+        e_type.extend(types.tolist())
+        e_has_orig.extend((used[fp] == 0).tolist())
+        e_cls.extend(pcls[fp].tolist())
+        e_score.extend(score[fp].tolist())
+        e_fix_cls.extend(fix_cls.tolist())
+        e_miss_cls.extend([-1] * fp.size)
+        for jg in np.nonzero(~g_used)[0]:
+            c = g_pos[jg][0]
+            false_negatives[c] += 1
+            if not g_usable[jg]:
+                e_type.append(_MISS), e_has_orig.append(False), e_cls.append(c), e_score.append(0.0)
+                e_fix_cls.append(-1), e_miss_cls.append(c)
 
-    def fixed(types=(), false_pos=False, drop_misses=False) -> float:
-        new = _APData()
-        num_gt = dict(base.num_gt)
-        for err in errors:
-            point = err["orig"]
-            if err["type"] in types:
-                point = err["fix"]
-                if point is not None and point[0] == "miss":
-                    num_gt[point[1]] -= 1
-                    point = None
-            if point is not None:
-                cls, key, score, correct = point
-                if false_pos and not correct:
-                    score = 0.0
-                new.push(cls, key, score, correct)
-        for cls in num_gt:
-            for key, (score, correct) in base.points[cls].items():
-                if correct:
-                    new.push(cls, key, score, correct)
-        for cls, n in num_gt.items():
-            new.add_gt(cls, n - (false_negatives.get(cls, 0) if drop_misses else 0))
-        return new.mean_ap()
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
-    d_ap = {t: max(fixed((t,)) - ap, 0.0) for t in ERROR_TYPES}
+    b_cls, b_score, b_correct = cat(b_cls, np.int64), cat(b_score, np.float64), cat(b_correct, bool)
+    base_order = np.arange(b_cls.size)
+    num_gt = dict(num_gt)
+    ap = _mean_ap(b_cls, b_score, b_correct, base_order, num_gt)
+    e_type = np.asarray(e_type, dtype=np.int64)
+    e_has_orig = np.asarray(e_has_orig, dtype=bool)
+    e_cls = np.asarray(e_cls, dtype=np.int64)
+    e_score = np.asarray(e_score, dtype=np.float64)
+    e_fix_cls = np.asarray(e_fix_cls, dtype=np.int64)
+    tp = b_correct
+    n_err = e_type.size
+
+    def fixed(fix_type: int = -1, false_pos: bool = False, drop_misses: bool = False) -> float:
+        """mAP after fixing the errors of ``fix_type`` (TIDE's ``fix_errors``): errors first, then the TPs."""
+        fixing = e_type == fix_type
+        orig = e_has_orig & ~fixing
+        fix = fixing & (e_fix_cls >= 0)
+        cls = np.concatenate([e_cls[orig], e_fix_cls[fix], b_cls[tp]])
+        score = np.concatenate([e_score[orig] * (0.0 if false_pos else 1.0), e_score[fix], b_score[tp]])
+        correct = np.concatenate(
+            [np.zeros(orig.sum(), bool), np.ones(fix.sum(), bool), np.ones(tp.sum(), bool)]
+        )
+        order = np.concatenate([np.nonzero(orig)[0], np.nonzero(fix)[0], n_err + np.nonzero(tp)[0]])
+        counts = dict(num_gt)
+        if fix_type == _MISS:
+            for c in e_cls[fixing]:
+                counts[int(c)] -= 1
+        if drop_misses:
+            for c, n in false_negatives.items():
+                counts[c] = counts.get(c, 0) - n
+        return _mean_ap(cls, score, correct, order, counts)
+
+    d_ap = {t: max(fixed(code) - ap, 0.0) for code, t in enumerate(ERROR_TYPES)}
     special = {"FalsePos": fixed(false_pos=True) - ap, "FalseNeg": fixed(drop_misses=True) - ap}
+    counts = {t: int((e_type == code).sum()) for code, t in enumerate(ERROR_TYPES)}
     return {
         "ap": ap,
         "pos_thresh": pos_thresh,
