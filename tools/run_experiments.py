@@ -17,7 +17,8 @@ fractions of the run (``SOLVER.BUDGET_EPOCHS``): the paper's 16 and 27 of 52 bec
 scored at its final checkpoint; ``--reevaluate`` scores them all again with ``--eval-only`` (e.g. with a newer
 evaluator). Written to the output root: ``results.md``/``results.json`` (headline COCO metrics, APs, per-class AP,
 schedule, protocol), ``curves.png`` (loss and AP per evaluation), ``commands.sh`` (the exact commands).
-Exit code: 0 when every run finished and was scored, 1 otherwise, 2 on bad arguments.
+Exit code: 0 when every run finished and was scored, 1 otherwise, 2 on bad arguments, 130 when interrupted
+(Ctrl-C stops the running trainings; the same command resumes them).
 """
 
 from __future__ import annotations
@@ -165,7 +166,11 @@ def main(argv=None) -> int:
         logger.info(
             "%d run(s), %d job(s) to do, %d at once; output %s", len(runs), len(jobs), args.jobs, root
         )
-        codes = launch(jobs, max_parallel=args.jobs)
+        try:
+            codes = launch(jobs, max_parallel=args.jobs)
+        except KeyboardInterrupt:
+            logger.error("interrupted; run the same command again to resume")
+            return 130
 
     results = [read_run(r) for r in runs]
     notes = []
