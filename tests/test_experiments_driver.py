@@ -132,6 +132,10 @@ def test_bad_arguments_are_named(tmp_path):
 @pytest.mark.parametrize("suite", sorted(SUITES))
 @pytest.mark.parametrize("size", ["paper", "cpu"])
 def test_every_suite_config_exists(suite, size):
+    if size == "cpu" and suite in ("table2", "table5"):  # detectron2's baselines exist at the paper size only
+        with pytest.raises(ValueError, match="no 'cpu' config for 'Cascade R-CNN|--size paper"):
+            suite_specs(suite, size)
+        return
     entries = suite_specs(suite, size)
     assert len(entries) >= 3 and all(p.is_file() for _, p in entries)
 

@@ -141,8 +141,13 @@ def _schedule(cfg: dict) -> dict:
             steps_epochs=out["recipe_steps_epochs"],
             sr_start_epoch=out["recipe_sr_start_epoch"],
         )
-    out["variant"] = _get(cfg, "MODEL.SDCONET.VARIANT", _get(cfg, "MODEL.META_ARCHITECTURE"))
-    out["has_sr"] = out["variant"] in ("dino_sr", "sdconet", "serial")
+    arch = _get(cfg, "MODEL.META_ARCHITECTURE", "SDCoNet")
+    if arch == "SDCoNet":
+        out["variant"] = _get(cfg, "MODEL.SDCONET.VARIANT", "sdconet")
+        out["has_sr"] = out["variant"] in ("dino_sr", "sdconet", "serial")
+    else:  # a detectron2 detector, optionally with the SR add-on (MODEL.SR_BRANCH.ENABLED)
+        out["has_sr"] = bool(_get(cfg, "MODEL.SR_BRANCH.ENABLED", False))
+        out["variant"] = arch + ("+SR" if out["has_sr"] else "")
     return out
 
 

@@ -2,7 +2,8 @@
 
 Config paths are relative to ``projects/SDCoNet/configs``. ``paper`` = the full-size recipe (ImageNet Swin-T, 52
 epochs); ``cpu`` = ``configs/cpu/`` (reduced widths, from scratch, 3-epoch budget; all variants of a suite share
-widths and recipe and differ only in the ablated switch).
+widths and recipe and differ only in the ablated switch). The detectron2 baselines of Tables II and V exist at the
+paper size only (each with its own detector's recipe, ``configs/baselines/``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,27 @@ SUITES: Dict[str, Tuple[str, List[Tuple[str, Dict[str, str]]]]] = {
                 {"paper": "ablations/dino_sr_swinT_x2_nwpu.yaml", "cpu": "cpu/dino_sr_cpu_nwpu.yaml"},
             ),
             ("SDCoNet", {"paper": "sdconet_swinT_x2_nwpu.yaml", "cpu": "cpu/sdconet_cpu_nwpu.yaml"}),
+        ],
+    ),
+    "table2": (
+        "Table II: detectron2's detectors and SDCoNet on the x2-degraded NWPU VHR-10-Split (ResNet-50 FPN baselines)",
+        [
+            ("Faster R-CNN (R50)", {"paper": "baselines/faster_rcnn_R50_FPN_x2_nwpu.yaml"}),
+            ("RetinaNet (R50)", {"paper": "baselines/retinanet_R50_FPN_x2_nwpu.yaml"}),
+            ("Cascade R-CNN (R50)", {"paper": "baselines/cascade_rcnn_R50_FPN_x2_nwpu.yaml"}),
+            ("SDCoNet", {"paper": "sdconet_swinT_x2_nwpu.yaml", "cpu": "cpu/sdconet_cpu_nwpu.yaml"}),
+        ],
+    ),
+    "table5": (
+        "Table V: the SR branch added to Cascade R-CNN and to DINO (NWPU VHR-10-Split)",
+        [
+            ("Cascade R-CNN", {"paper": "baselines/cascade_rcnn_R50_FPN_x2_nwpu.yaml"}),
+            ("Cascade R-CNN + SR", {"paper": "baselines/cascade_rcnn_R50_FPN_sr_x2_nwpu.yaml"}),
+            ("DINO", {"paper": "ablations/dino_swinT_x2_nwpu.yaml", "cpu": "cpu/dino_cpu_nwpu.yaml"}),
+            (
+                "DINO + SR",
+                {"paper": "ablations/dino_sr_swinT_x2_nwpu.yaml", "cpu": "cpu/dino_sr_cpu_nwpu.yaml"},
+            ),
         ],
     ),
     "table7": (
@@ -75,7 +97,9 @@ def suite_specs(suite: str, size: str, config_dir: Path = CONFIG_DIR) -> List[Tu
     out = []
     for label, by_size in SUITES[suite][1]:
         if size not in by_size:
-            raise ValueError(f"suite {suite!r} has no {size!r} config for {label!r}")
+            raise ValueError(
+                f"suite {suite!r} has no {size!r} config for {label!r} (sizes: {sorted(by_size)}; try --size paper)"
+            )
         path = Path(config_dir) / by_size[size]
         if not path.is_file():
             raise ValueError(f"suite {suite!r}: config of {label!r} not found: {path}")
