@@ -88,9 +88,10 @@ def test_routing_under_ddp_keeps_sr_frozen_then_in_sync(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed not available")
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    # fork: the children inherit the imported modules (spawn would re-import detectron2, ~5 s each)
+    # spawn, not fork: once any earlier test in this process has run a backward pass that started autograd's
+    # worker threads, backward in a forked child fails ("Autograd and Fork"); spawn re-imports (~5 s per child)
     mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
+        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn"
     )
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD))
     assert r0["stage1_identical"] and r1["stage1_identical"]
