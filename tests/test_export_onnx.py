@@ -91,3 +91,22 @@ def test_export_rejects_bad_size(tmp_path, capsys):
     tool = load_tool("export")
     assert tool.main(["--config-file", str(QUICK), "--weights", str(ckpt), "--size", "70"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_parity_compares_tied_detections_in_either_order():
+    """Two detections with tied scores may swap between runtimes: the same boxes, not a parity failure."""
+    from sdconet.inference.export import compare_outputs
+
+    boxes = np.array([[[0.1, 0.1, 0.2, 0.2], [0.6, 0.6, 0.9, 0.9], [0.3, 0.3, 0.4, 0.4]]], dtype=np.float32)
+    ref = {"boxes": boxes, "scores": np.array([[0.9, 0.5, 0.5]]), "labels": np.array([[1, 2, 2]])}
+    swapped = {
+        "boxes": boxes[:, [0, 2, 1]],
+        "scores": np.array([[0.9, 0.5 + 1e-7, 0.5]]),
+        "labels": np.array([[1, 2, 2]]),
+    }
+    out = compare_outputs(swapped, ref)
+    assert out["max_abs_boxes"] < 1e-6 and out["max_abs_boxes_by_position"] > 0.2
+    moved = {**ref, "boxes": boxes + np.float32(0.01)}  # a real difference is still found
+    assert abs(compare_outputs(moved, ref)["max_abs_boxes"] - 0.01) < 1e-6
+    other_label = {**swapped, "labels": np.array([[1, 2, 0]])}  # a tie of another label is no excuse
+    assert compare_outputs(other_label, ref)["max_abs_boxes"] > 0.2
