@@ -180,7 +180,7 @@ def test_classes_lr_scaling_and_sdconet_recipe_unchanged(synth, tmp_path):
     quick = setup_cfg(str(CONFIGS / "quick_synthetic.yaml"), ["DATASETS.TRAIN", f"('{TRAIN}',)"])
     assert (quick.SOLVER.OPTIMIZER, quick.INPUT.FORMAT, quick.SOLVER.CLIP_GRADIENTS.CLIP_TYPE) == (
         "ADAMW", "RGB", "full_model")  # fmt: skip
-    assert quick.SOLVER.WARMUP_ITERS == 0 and quick.SOLVER.BASE_LR == 0.001
+    assert quick.SOLVER.WARMUP_ITERS == 0 and quick.SOLVER.BASE_LR == 0.002
     demo = setup_cfg(str(BASELINES / "faster_rcnn_R18_FPN_quick_synthetic.yaml"), count_images=False)
     assert (demo.MODEL.ROI_HEADS.NUM_CLASSES, demo.SOLVER.BASE_LR, demo.SOLVER.OPTIMIZER) == (3, 0.02, "SGD")
 

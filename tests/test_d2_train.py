@@ -37,7 +37,8 @@ def _cfg(out_dir, *extra):
     opts = [
         "DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{TEST}',)",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_EPOCHS", "3", "SOLVER.STEPS_EPOCHS", "[2]",
-        "SOLVER.SR_START_EPOCH", "1", "OUTPUT_DIR", str(out_dir), "SEED", "0", "MODEL.DEVICE", "cpu",
+        "SOLVER.SR_START_EPOCH", "1", "SOLVER.CHECKPOINT_PERIOD_EPOCHS", "1", "OUTPUT_DIR", str(out_dir),
+        "SEED", "0", "MODEL.DEVICE", "cpu",
         *extra,
     ]  # fmt: skip
     return setup_cfg(str(QUICK), opts)
