@@ -14,15 +14,20 @@ import sys
 import time
 
 from sdconet.data.cli import new_parser, run_tool
-from sdconet.data.synthetic import default_synthetic_root, make_synthetic_split
+from sdconet.data.synthetic import (
+    DEFAULT_NUM_TEST,
+    DEFAULT_NUM_TRAIN,
+    default_synthetic_root,
+    make_synthetic_split,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__)
     add = parser.add_argument
     add("--out", default=None, help=f"output root (default {default_synthetic_root()})")
-    add("--num-train", type=int, default=24, help="train tiles (24)")
-    add("--num-test", type=int, default=8, help="test tiles (8)")
+    add("--num-train", type=int, default=DEFAULT_NUM_TRAIN, help=f"train tiles ({DEFAULT_NUM_TRAIN})")
+    add("--num-test", type=int, default=DEFAULT_NUM_TEST, help=f"test tiles ({DEFAULT_NUM_TEST})")
     add("--tile-size", type=int, default=128, help="HR tile side (128; LR is half)")
     add("--seed", type=int, default=0, help="seed (0)")
     add("--min-object-size", type=int, default=8, help="smallest object side, HR px (8)")

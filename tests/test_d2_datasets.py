@@ -9,6 +9,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from sdconet.d2 import register_sdconet_datasets  # noqa: E402
 from sdconet.d2.datasets import datasets_root  # noqa: E402
 from sdconet.data.readers import DOTA15_CLASSES, HRRSD_CLASSES, NWPU_VHR10_CLASSES  # noqa: E402
+from sdconet.data.synthetic import DEFAULT_NUM_TEST  # noqa: E402
 
 NAMES = [
     "nwpu_vhr10_split_train", "nwpu_vhr10_split_test", "dota15_split_train", "dota15_split_val",
@@ -52,6 +53,6 @@ def test_root_from_environment_and_lazy_synthetic(fresh_registry, tmp_path, monk
     synth = tmp_path / "sdconet_synthetic"
     assert not synth.exists()  # nothing generated until used
     dicts = DatasetCatalog.get("sdconet_synthetic_test")
-    assert len(dicts) == 8 and (synth / "annotations" / "instances_test.json").exists()
+    assert len(dicts) == DEFAULT_NUM_TEST == 32 and (synth / "annotations" / "instances_test.json").exists()
     assert MetadataCatalog.get("sdconet_synthetic_test").thing_classes == ["vehicle", "plane", "tank"]
     assert {a["category_id"] for d in dicts for a in d["annotations"]} <= {0, 1, 2}

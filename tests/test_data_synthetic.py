@@ -24,7 +24,7 @@ def test_default_dataset_is_small_and_in_the_split_format(tmp_path):
     paths = make_synthetic_split(tmp_path / "syn")
     train = json.loads(Path(paths["train_json"]).read_text())
     test = json.loads(Path(paths["test_json"]).read_text())
-    assert len(train["images"]) == 24 and len(test["images"]) == 8
+    assert len(train["images"]) == 192 and len(test["images"]) == 32
     assert [c["name"] for c in train["categories"]] == list(SYNTHETIC_CLASSES) == ["vehicle", "plane", "tank"]
     assert [c["id"] for c in train["categories"]] == [1, 2, 3]
     seen = set()
@@ -40,9 +40,9 @@ def test_default_dataset_is_small_and_in_the_split_format(tmp_path):
             assert 2 <= min(w, h) / 2 and max(w, h) / 2 <= 30
             seen.add(ann["category_id"])
     assert seen == {1, 2, 3}
-    assert len(train["annotations"]) >= 2 * 24
+    assert len(train["annotations"]) >= 2 * 192
     stats = json.loads(Path(paths["stats_json"]).read_text())
-    assert stats["total"]["images"] == 32 and stats["dataset"] == "sdconet_synthetic"
+    assert stats["total"]["images"] == 224 and stats["dataset"] == "sdconet_synthetic"
     assert (tmp_path / "syn" / "train_sources.txt").read_text().split()[0] == "train_00000"
 
 

@@ -207,7 +207,7 @@ class SDCoNetConfig:
             nheads=4,
             num_points=2,
             enc_layers=2,
-            dec_layers=2,
+            dec_layers=3,
             dim_feedforward=128,
             num_queries=50,
             dn_number=20,
