@@ -29,6 +29,7 @@ from sdconet.modeling.backbone.swin_weights import load_swin_weights
 from sdconet.modeling.build import build_sdconet
 
 from .config import sdconet_config_from_cfg
+from .hr_targets import stack_hr_targets
 
 __all__ = ["SDCoNet"]
 
@@ -145,22 +146,17 @@ class SDCoNet(nn.Module):
         """(B, 3, s*H, s*W) normalised HR batch aligned with the padded LR canvas (zero = mean padding)."""
         s = self.core.sr_scale
         b, _, h, w = images.tensor.shape
-        out = images.tensor.new_zeros((b, 3, s * h, s * w))
-        for i, (x, (ih, iw)) in enumerate(zip(batched_inputs, images.image_sizes)):
-            if "hr_image" not in x:
-                raise ValueError(
-                    f"SDCoNet: '{x.get('file_name', i)}' has no 'hr_image' but the SR branch needs one "
-                    "(INPUT.LR_MODE 'real' has no HR target: use a variant without SR, or SOLVER.SR_START_EPOCH "
-                    "beyond the run, or disable TEST.SR_EVAL)"
-                )
-            hr = self._normalise(x["hr_image"])
-            if tuple(hr.shape[-2:]) != (s * ih, s * iw):
-                raise ValueError(
-                    f"SDCoNet: '{x.get('file_name', i)}' hr_image is {tuple(hr.shape[-2:])}, expected "
-                    f"{s} x the LR input {(ih, iw)} = {(s * ih, s * iw)}"
-                )
-            out[i, :, : s * ih, : s * iw] = hr
-        return out
+        hr, _ = stack_hr_targets(
+            batched_inputs,
+            images.image_sizes,
+            s,
+            images.tensor.new_empty((b, 3, s * h, s * w)),
+            self._normalise,
+            "SDCoNet",
+            "INPUT.LR_MODE 'real' has no HR target: use a variant without SR, or SOLVER.SR_START_EPOCH beyond the "
+            "run, or disable TEST.SR_EVAL",
+        )
+        return hr.to(images.tensor.dtype)
 
     @staticmethod
     def prepare_targets(

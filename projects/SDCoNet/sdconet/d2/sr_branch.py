@@ -40,6 +40,7 @@ from torch import nn
 from sdconet.modeling.constants import PIXEL_MEAN, PIXEL_STD
 from sdconet.modeling.sr.projected import ProjectedSRDecoder
 
+from .hr_targets import stack_hr_targets
 from .solver import SR_BRANCH_PREFIX
 
 __all__ = [
@@ -285,25 +286,16 @@ class SRAugmented:
         self, batched_inputs: List[Dict], lr_sizes: List[Tuple[int, int]], sr: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Normalised HR tiles on the SR canvas (zero padding) and the (B, 1, sH, sW) mask of valid pixels."""
-        s = self.sr_scale
-        hr = torch.zeros_like(sr, dtype=torch.float32)
-        valid = torch.zeros((sr.shape[0], 1, *sr.shape[-2:]), dtype=torch.float32, device=sr.device)
-        for i, (x, (h, w)) in enumerate(zip(batched_inputs, lr_sizes)):
-            if "hr_image" not in x:
-                raise ValueError(
-                    f"{type(self).__name__}: '{x.get('file_name', i)}' has no 'hr_image' but the SR branch needs "
-                    "one (INPUT.LR_MODE 'degrade' provides it; with 'real' set SOLVER.SR_START_EPOCH beyond the run "
-                    "or disable MODEL.SR_BRANCH)"
-                )
-            target = self._normalise(x["hr_image"])
-            if tuple(target.shape[-2:]) != (s * h, s * w):
-                raise ValueError(
-                    f"{type(self).__name__}: '{x.get('file_name', i)}' hr_image is {tuple(target.shape[-2:])}, "
-                    f"expected {s} x the LR input {(h, w)}"
-                )
-            hr[i, :, : s * h, : s * w] = target
-            valid[i, :, : s * h, : s * w] = 1.0
-        return hr, valid
+        return stack_hr_targets(
+            batched_inputs,
+            lr_sizes,
+            self.sr_scale,
+            sr,
+            self._normalise,
+            type(self).__name__,
+            "INPUT.LR_MODE 'degrade' provides it; with 'real' set SOLVER.SR_START_EPOCH beyond the run or disable "
+            "MODEL.SR_BRANCH",
+        )
 
     @torch.no_grad()
     def _psnr(self, sr: torch.Tensor, hr: torch.Tensor, valid: torch.Tensor) -> float:
