@@ -47,10 +47,12 @@ def d2_checkpoint(path, model, poison=None):
 
 def test_strict_by_default_and_partial_loads_only_by_rule():
     three, five, dino = tiny(3).state_dict(), tiny(5).state_dict(), tiny(3, "dino_saliency").state_dict()
-    with pytest.raises(CheckpointMismatchError, match="7 with different shapes: detector.class_heads.0.bias"):
+    # class-dependent tensors: weight + bias of each decoder layer's class head and of the encoder's, the DN labels
+    n_cls = 2 * SDCoNetConfig.tiny().dec_layers + 2 + 1
+    with pytest.raises(CheckpointMismatchError, match=f"{n_cls} with different shapes: detector.class_heads.0.bias"):
         plan_load(five, three, "ft.pth")
     plan = plan_load(five, three, "ft.pth", allow=("class_heads",))
-    assert sorted(plan.applied) == ["class_heads"] and len(plan.applied["class_heads"]) == 7
+    assert sorted(plan.applied) == ["class_heads"] and len(plan.applied["class_heads"]) == n_cls
     assert (
         "detector.enc_class_head.weight" in plan.kept and "detector.enc_class_head.weight" not in plan.state
     )
@@ -156,8 +158,10 @@ def test_d2_checkpointer_policy_by_purpose(d2_cfg, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         SDCoNetCheckpointer(model).resume_or_load(str(other), resume=False)
     lines = [r.getMessage() for r in caplog.records if "partial load" in r.getMessage()]
+    n_cls = 2 * cfg.MODEL.SDCONET.DEC_LAYERS + 2 + 1  # class heads per decoder layer + encoder's, DN labels
     assert lines == [
-        "partial load (class_heads): fine-tuning with a different class count: re-initialised 7 class-dependent tensors"
+        "partial load (class_heads): fine-tuning with a different class count: "
+        f"re-initialised {n_cls} class-dependent tensors"
     ]
     # --resume: the run's own last checkpoint must fit exactly.
     out = Path(cfg.OUTPUT_DIR)
