@@ -20,48 +20,16 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from sdconet.data.image_io import write_image
+from sdconet.evaluation.sr_quality import psnr, ssim
 from sdconet.inference.visualize import bicubic_upscale, sr_figure
 
 __all__ = ["SREvaluator", "psnr", "ssim"]
 
 logger = logging.getLogger(__name__)
-
-#: 8-bit peak value.
-DATA_RANGE = 255.0
-#: SSIM constants and Gaussian window of Wang et al. 2004 (window 11, sigma 1.5, K1 0.01, K2 0.03).
-SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two (3, H, W) images on the 0-255 scale (inf when identical)."""
-    mse = F.mse_loss(a.double(), b.double()).item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(DATA_RANGE**2 / mse)).item()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM of two (3, H, W) images on the 0-255 scale (per channel, Gaussian window, 'valid' region)."""
-    if min(a.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(
-            f"ssim: images must be at least {SSIM_WINDOW} px per side, got {tuple(a.shape[-2:])}"
-        )
-    x, y = a.double()[:, None], b.double()[:, None]  # (3, 1, H, W): channels as batch
-    g = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=a.device) - (SSIM_WINDOW - 1) / 2
-    g = torch.exp(-(g**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    win = (g[:, None] * g[None, :])[None, None]
-    mu_x, mu_y = F.conv2d(x, win), F.conv2d(y, win)
-    var_x = F.conv2d(x * x, win) - mu_x**2
-    var_y = F.conv2d(y * y, win) - mu_y**2
-    cov = F.conv2d(x * y, win) - mu_x * mu_y
-    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(s.mean())
-
 
 def _hwc(t: torch.Tensor) -> np.ndarray:
     return t.detach().round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
