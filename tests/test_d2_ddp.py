@@ -74,6 +74,9 @@ def _worker(rank, port, out_dir):
         torch.save(
             {"stage1_identical": stage1_identical, "state": state, "sr0": sr0}, f"{out_dir}/rank{rank}.pt"
         )
+        # both ranks done before either tears gloo down: a rank that exits while its peer's pairs still flush can
+        # abort the peer ("terminate called without an active exception", seen once in a full-suite run)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
