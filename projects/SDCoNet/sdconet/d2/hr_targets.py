@@ -18,7 +18,8 @@ def stack_hr_targets(
     batched_inputs: List[Dict],
     lr_sizes: Sequence[Tuple[int, int]],
     scale: int,
-    canvas: torch.Tensor,
+    canvas_shape: Tuple[int, int, int, int],
+    device: torch.device,
     normalise: Callable[[torch.Tensor], torch.Tensor],
     owner: str,
     missing_hint: str,
@@ -29,7 +30,8 @@ def stack_hr_targets(
         batched_inputs: d2 input dicts; each needs ``hr_image``, (3, scale*h, scale*w) in the mapper's pixel format.
         lr_sizes: the unpadded LR input size (h, w) of each input.
         scale: the SR factor.
-        canvas: any tensor shaped (B, C, sH, sW) on the target device: the padded SR canvas (sH >= scale*h etc.).
+        canvas_shape: (B, C, sH, sW) of the padded SR canvas (sH >= scale*h etc.).
+        device: where the returned tensors live.
         normalise: maps an (3, H, W) image to the normalised float tensor on the target device.
         owner: the model's name, first word of every error.
         missing_hint: what to change when an input has no ``hr_image`` (appended to that error).
@@ -41,9 +43,9 @@ def stack_hr_targets(
     Raises:
         ValueError: an input without ``hr_image``, or one whose size is not ``scale`` x its LR size (names the file).
     """
-    b, c, sh, sw = canvas.shape
-    hr = torch.zeros((b, c, sh, sw), dtype=torch.float32, device=canvas.device)
-    valid = torch.zeros((b, 1, sh, sw), dtype=torch.float32, device=canvas.device)
+    b, c, sh, sw = canvas_shape
+    hr = torch.zeros((b, c, sh, sw), dtype=torch.float32, device=device)
+    valid = torch.zeros((b, 1, sh, sw), dtype=torch.float32, device=device)
     for i, (x, (h, w)) in enumerate(zip(batched_inputs, lr_sizes)):
         name = x.get("file_name", i)
         if "hr_image" not in x:

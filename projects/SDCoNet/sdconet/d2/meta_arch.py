@@ -150,7 +150,8 @@ class SDCoNet(nn.Module):
             batched_inputs,
             images.image_sizes,
             s,
-            images.tensor.new_empty((b, 3, s * h, s * w)),
+            (b, 3, s * h, s * w),
+            images.tensor.device,
             self._normalise,
             "SDCoNet",
             "INPUT.LR_MODE 'real' has no HR target: use a variant without SR, or SOLVER.SR_START_EPOCH beyond the "

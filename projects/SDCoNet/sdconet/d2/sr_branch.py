@@ -290,7 +290,8 @@ class SRAugmented:
             batched_inputs,
             lr_sizes,
             self.sr_scale,
-            sr,
+            tuple(sr.shape),
+            sr.device,
             self._normalise,
             type(self).__name__,
             "INPUT.LR_MODE 'degrade' provides it; with 'real' set SOLVER.SR_START_EPOCH beyond the run or disable "
